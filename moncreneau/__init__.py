@@ -1,0 +1,1 @@
+"""MonCréneau: appointment booking with signed, reliable webhooks."""

@@ -1,0 +1,1 @@
+"""Appointments: booking, rescheduling and the lifecycle, over the event store."""

@@ -1,0 +1,170 @@
+"""/api/v1/appointments."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from moncreneau.appointments import service
+from moncreneau.appointments.schemas import (
+    Appointment,
+    AppointmentChange,
+    AppointmentCreate,
+    AppointmentQuery,
+    CancelBody,
+)
+from moncreneau.events.schemas import EventPage
+from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
+from moncreneau.idempotency import idempotent
+from moncreneau.pagination import Page
+from moncreneau.web import (
+    PageArgs,
+    etag,
+    expected_version,
+    organization_id,
+    page_response,
+    page_schema,
+    session,
+)
+from moncreneau.webhooks.payloads import envelope_v1
+
+blp = Blueprint(
+    "appointments", __name__, url_prefix="/api/v1/appointments", description="Appointments"
+)
+
+AppointmentPage = page_schema(Appointment, "AppointmentPage")
+IF_MATCH_DOC = {
+    "parameters": [
+        {
+            "in": "header",
+            "name": "If-Match",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": 'Only act if the appointment is still at this version (`"3"`); '
+            "otherwise 412.",
+        }
+    ]
+}
+ETAG_HEADER = {
+    "ETag": {
+        "description": 'The appointment\'s version, `"<version>"`.',
+        "schema": {"type": "string"},
+    }
+}
+
+
+class ListArgs(PageArgs, AppointmentQuery):
+    pass
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+@blp.route("")
+class Appointments(MethodView):
+    @blp.arguments(ListArgs, location="query")
+    @blp.response(200, AppointmentPage)
+    def get(self, args: dict[str, Any]) -> Any:
+        """List appointments"""
+        status = args.get("status")
+        filters = service.AppointmentFilter(
+            status=status.value if status else None,
+            department_id=args.get("department_id"),
+            starts_from=_utc(args.get("starts_from")),
+            starts_before=_utc(args.get("starts_before")),
+        )
+        page = service.list_page(
+            session(), organization_id(), filters, args["limit"], args["cursor"]
+        )
+        return page_response(page)
+
+    @idempotent
+    @blp.doc(**IDEMPOTENCY_DOC)
+    @blp.arguments(AppointmentCreate)
+    @blp.response(201, Appointment, headers=ETAG_HEADER)
+    @blp.alt_response(409, description="The slot is full; nothing was booked.")
+    def post(self, body: dict[str, Any]) -> Any:
+        """Book an appointment
+
+        Emits `appointment.created`.
+        """
+        appointment = service.book(session(), organization_id(), service.NewAppointment(**body))
+        return appointment, 201, etag(appointment)
+
+
+@blp.route("/<int:appointment_id>")
+class AppointmentById(MethodView):
+    @blp.response(200, Appointment, headers=ETAG_HEADER)
+    def get(self, appointment_id: int) -> Any:
+        """Get an appointment"""
+        appointment = service.get(session(), organization_id(), appointment_id)
+        return appointment, 200, etag(appointment)
+
+    @blp.doc(**IF_MATCH_DOC)
+    @blp.arguments(AppointmentChange)
+    @blp.response(200, Appointment, headers=ETAG_HEADER)
+    @blp.alt_response(409, description="Slot full, final status, or a concurrent change.")
+    @blp.alt_response(412, description="If-Match named an older version.")
+    def patch(self, body: dict[str, Any], appointment_id: int) -> Any:
+        """Reschedule or change contact details
+
+        Emits `appointment.updated` with the changed fields' previous values; a request that
+        changes nothing emits nothing.
+        """
+        appointment = service.change(
+            session(), organization_id(), appointment_id, body, expected_version()
+        )
+        return appointment, 200, etag(appointment)
+
+
+def _lifecycle(action: str, event: str) -> type[MethodView]:
+    def post(self: MethodView, appointment_id: int, body: dict[str, Any] | None = None) -> Any:
+        appointment = service.transition(
+            session(),
+            organization_id(),
+            appointment_id,
+            action,
+            expected_version(),
+            (body or {}).get("reason"),
+        )
+        return appointment, 200, etag(appointment)
+
+    post.__doc__ = f"{action.capitalize()} an appointment\n\nEmits `{event}`."
+    view = post
+    if action == "cancel":
+
+        def cancel(self: MethodView, body: dict[str, Any], appointment_id: int) -> Any:
+            return post(self, appointment_id, body)
+
+        cancel.__doc__ = post.__doc__ + ' The body is optional: `{"reason": "..."}`.'
+        view = blp.arguments(CancelBody, required=False)(cancel)
+    view = blp.alt_response(412, description="If-Match named an older version.")(view)
+    view = blp.alt_response(409, description="Not allowed from the current status.")(view)
+    view = blp.response(200, Appointment, headers=ETAG_HEADER)(view)
+    view = blp.doc(**IF_MATCH_DOC)(blp.doc(**IDEMPOTENCY_DOC)(view))
+    view = idempotent(view)
+    cls = type(f"Appointment{action.capitalize()}", (MethodView,), {"post": view})
+    return blp.route(f"/<int:appointment_id>/{action}")(cls)
+
+
+AppointmentValidate = _lifecycle("validate", "appointment.validated")
+AppointmentComplete = _lifecycle("complete", "appointment.completed")
+AppointmentCancel = _lifecycle("cancel", "appointment.cancelled")
+
+
+@blp.route("/<int:appointment_id>/events")
+class AppointmentEvents(MethodView):
+    @blp.response(200, EventPage)
+    def get(self, appointment_id: int) -> Any:
+        """An appointment's event history, oldest first
+
+        Folding these events gives the appointment exactly as `GET` returns it.
+        """
+        records = service.history(session(), organization_id(), appointment_id)
+        return page_response(Page([envelope_v1(r) for r in records], None))

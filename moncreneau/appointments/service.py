@@ -1,0 +1,330 @@
+"""Appointment commands and queries; each command appends its event in the caller's transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from moncreneau.appointments.representation import previous_attributes, represent
+from moncreneau.clock import utcnow
+from moncreneau.departments.service import zone
+from moncreneau.domain import events as domain_events
+from moncreneau.domain.appointments import Appointment, Status
+from moncreneau.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
+from moncreneau.domain.events import AppointmentEvent, AppointmentUpdated
+from moncreneau.models import AppointmentRow, Department, EventRecord
+from moncreneau.outbox import store
+from moncreneau.pagination import Page, decode_cursor
+
+PROJECTED = (
+    "department_id",
+    "starts_at",
+    "duration_minutes",
+    "name",
+    "email",
+    "phone",
+    "notes",
+    "cancellation_reason",
+    "version",
+    "created_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class NewAppointment:
+    department_id: int
+    date_time: datetime
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    notes: str | None = None
+    duration_minutes: int | None = None
+
+
+@dataclass(frozen=True)
+class AppointmentFilter:
+    status: str | None = None
+    department_id: int | None = None
+    starts_from: datetime | None = None
+    starts_before: datetime | None = None
+
+
+def resolve_start(value: datetime, tz: ZoneInfo, slot_minutes: int) -> datetime:
+    """The UTC instant of a requested start; naive values are the department's local time."""
+    if value.tzinfo is None:
+        local = value.replace(tzinfo=tz)
+        if local.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != value:
+            raise Invalid.field(
+                "dateTime", f"{value.isoformat()} does not exist in {tz.key} (clocks go forward)."
+            )
+    else:
+        local = value.astimezone(tz)
+    minutes = local.hour * 60 + local.minute
+    if local.second or local.microsecond or minutes % slot_minutes:
+        raise Invalid.field(
+            "dateTime",
+            f"{local.isoformat()} is not on a {slot_minutes}-minute slot boundary "
+            f"of the department's day in {tz.key}.",
+        )
+    return local.astimezone(UTC)
+
+
+def _lock_department(session: Session, organization_id: int, department_id: int) -> Department:
+    department = session.scalar(
+        select(Department).where(Department.id == department_id).with_for_update()
+    )
+    if department is None or department.organization_id != organization_id:
+        raise Invalid.field("departmentId", f"No department with id {department_id}.")
+    return department
+
+
+def _check_capacity(
+    session: Session, department: Department, starts_at: datetime, exclude: int | None = None
+) -> None:
+    """The caller holds the department's lock, so no other booking can slip in meanwhile."""
+    query = select(func.count()).where(
+        AppointmentRow.department_id == department.id,
+        AppointmentRow.starts_at == starts_at,
+        AppointmentRow.status != Status.CANCELLED.value,
+    )
+    if exclude is not None:
+        query = query.where(AppointmentRow.id != exclude)
+    if (session.scalar(query) or 0) >= department.capacity:
+        local = starts_at.astimezone(zone(department.timezone)).isoformat()
+        raise Conflict(
+            f"The slot at {local} is full: department {department.id} takes "
+            f"{department.capacity} appointment(s) per start time."
+        )
+
+
+def _load(session: Session, organization_id: int, appointment_id: int) -> Appointment:
+    history = store.appointment_history(session, appointment_id)
+    if not history or history[0].organization_id != organization_id:
+        raise NotFound(f"No appointment with id {appointment_id}.")
+    return Appointment.from_events(appointment_id, organization_id, decode_history(history))
+
+
+def decode_history(history: list[EventRecord]) -> list[AppointmentEvent]:
+    return [domain_events.decode(e.type, e.created_at, e.data) for e in history]
+
+
+def _department_zone(session: Session, department_id: int) -> ZoneInfo:
+    department = session.get(Department, department_id)
+    assert department is not None
+    return zone(department.timezone)
+
+
+def _row_values(appointment: Appointment) -> dict[str, Any]:
+    values = {name: getattr(appointment, name) for name in PROJECTED}
+    values["status"] = appointment.status.value
+    return values
+
+
+def _append(
+    session: Session, appointment: Appointment, tz: ZoneInfo, event: AppointmentEvent
+) -> EventRecord:
+    return store.append(
+        session,
+        organization_id=appointment.organization_id,
+        type=event.type,
+        occurred_at=event.occurred_at,
+        data=domain_events.encode(event),
+        object=represent(appointment, tz),
+        previous_attributes=(
+            previous_attributes(event, tz) if isinstance(event, AppointmentUpdated) else None
+        ),
+        appointment_id=appointment.id,
+        sequence=appointment.version,
+    )
+
+
+def _save(session: Session, appointment: Appointment, tz: ZoneInfo, expected: int) -> None:
+    """Move the projection from version `expected` on and append the recorded events."""
+    result = session.execute(
+        update(AppointmentRow)
+        .where(AppointmentRow.id == appointment.id, AppointmentRow.version == expected)
+        .values(**_row_values(appointment))
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(
+            f"Appointment {appointment.id} was changed by another request; read it again and retry."
+        )
+    for event in appointment.pending_events:
+        _append(session, appointment, tz, event)
+    appointment.pending_events.clear()
+
+
+def _check_precondition(appointment: Appointment, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != appointment.version:
+        raise PreconditionFailed(
+            f"Appointment {appointment.id} is at version {appointment.version}, "
+            f"not {expected_version}."
+        )
+
+
+def book(session: Session, organization_id: int, new: NewAppointment) -> dict[str, Any]:
+    department = _lock_department(session, organization_id, new.department_id)
+    tz = zone(department.timezone)
+    starts_at = resolve_start(new.date_time, tz, department.slot_minutes)
+    _check_capacity(session, department, starts_at)
+    appointment = Appointment.book(
+        0,
+        organization_id,
+        department_id=department.id,
+        starts_at=starts_at,
+        duration_minutes=new.duration_minutes or department.slot_minutes,
+        name=new.name,
+        email=new.email,
+        phone=new.phone,
+        notes=new.notes,
+        now=utcnow(),
+    )
+    row = AppointmentRow(organization_id=organization_id, **_row_values(appointment))
+    session.add(row)
+    session.flush()
+    appointment.id = row.id
+    for event in appointment.pending_events:
+        _append(session, appointment, tz, event)
+    appointment.pending_events.clear()
+    return represent(appointment, tz)
+
+
+def change(
+    session: Session,
+    organization_id: int,
+    appointment_id: int,
+    values: dict[str, Any],
+    expected_version: int | None = None,
+) -> dict[str, Any]:
+    """Reschedule (`date_time`) or change contact details; a no-op records no event."""
+    appointment = _load(session, organization_id, appointment_id)
+    _check_precondition(appointment, expected_version)
+    values = dict(values)
+    department: Department | None = None
+    if "date_time" in values:
+        department = _lock_department(session, organization_id, appointment.department_id)
+        tz = zone(department.timezone)
+        values["starts_at"] = resolve_start(values.pop("date_time"), tz, department.slot_minutes)
+    else:
+        tz = _department_zone(session, appointment.department_id)
+    before = appointment.version
+    event = appointment.change(utcnow(), **values)
+    if event is None:
+        return represent(appointment, tz)
+    if department is not None and "starts_at" in event.changes and appointment.occupies_slot:
+        assert appointment.starts_at is not None
+        _check_capacity(session, department, appointment.starts_at, exclude=appointment.id)
+    _save(session, appointment, tz, before)
+    return represent(appointment, tz)
+
+
+def transition(
+    session: Session,
+    organization_id: int,
+    appointment_id: int,
+    action: str,
+    expected_version: int | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """`validate`, `complete` or `cancel`; an illegal move is a Conflict and records nothing."""
+    appointment = _load(session, organization_id, appointment_id)
+    _check_precondition(appointment, expected_version)
+    before = appointment.version
+    now = utcnow()
+    if action == "validate":
+        appointment.validate(now)
+    elif action == "complete":
+        appointment.complete(now)
+    elif action == "cancel":
+        appointment.cancel(now, reason)
+    else:
+        raise ValueError(f"unknown lifecycle action {action!r}")
+    tz = _department_zone(session, appointment.department_id)
+    _save(session, appointment, tz, before)
+    return represent(appointment, tz)
+
+
+def _from_row(row: AppointmentRow) -> Appointment:
+    return Appointment(
+        id=row.id,
+        organization_id=row.organization_id,
+        status=Status(row.status),
+        **{name: getattr(row, name) for name in PROJECTED},
+    )
+
+
+def get(session: Session, organization_id: int, appointment_id: int) -> dict[str, Any]:
+    row = session.get(AppointmentRow, appointment_id)
+    if row is None or row.organization_id != organization_id:
+        raise NotFound(f"No appointment with id {appointment_id}.")
+    return represent(_from_row(row), _department_zone(session, row.department_id))
+
+
+def list_page(
+    session: Session,
+    organization_id: int,
+    filters: AppointmentFilter,
+    limit: int,
+    cursor: str | None,
+) -> Page[dict[str, Any]]:
+    query = select(AppointmentRow).where(AppointmentRow.organization_id == organization_id)
+    if filters.status:
+        query = query.where(AppointmentRow.status == filters.status)
+    if filters.department_id is not None:
+        query = query.where(AppointmentRow.department_id == filters.department_id)
+    if filters.starts_from is not None:
+        query = query.where(AppointmentRow.starts_at >= filters.starts_from)
+    if filters.starts_before is not None:
+        query = query.where(AppointmentRow.starts_at < filters.starts_before)
+    if cursor:
+        query = query.where(AppointmentRow.id > decode_cursor("appointments", cursor))
+    rows = list(session.scalars(query.order_by(AppointmentRow.id).limit(limit + 1)))
+    zones = {
+        d.id: zone(d.timezone)
+        for d in session.scalars(
+            select(Department).where(Department.id.in_({r.department_id for r in rows}))
+        )
+    }
+    items = [represent(_from_row(r), zones[r.department_id]) for r in rows]
+    return Page.of(rows, limit, "appointments", "id", items)
+
+
+def history(session: Session, organization_id: int, appointment_id: int) -> list[EventRecord]:
+    records = store.appointment_history(session, appointment_id)
+    if not records or records[0].organization_id != organization_id:
+        raise NotFound(f"No appointment with id {appointment_id}.")
+    return records
+
+
+def rebuild_projections(session: Session) -> int:
+    """Replace every appointment row by the fold of its events; returns how many were built."""
+    session.execute(delete(AppointmentRow))
+    ids = session.scalars(
+        select(EventRecord.appointment_id)
+        .where(EventRecord.appointment_id.is_not(None))
+        .distinct()
+        .order_by(EventRecord.appointment_id)
+    )
+    count = 0
+    for appointment_id in list(ids):
+        assert appointment_id is not None
+        records = store.appointment_history(session, appointment_id)
+        appointment = Appointment.from_events(
+            appointment_id, records[0].organization_id, decode_history(records)
+        )
+        session.add(
+            AppointmentRow(
+                id=appointment.id,
+                organization_id=appointment.organization_id,
+                **_row_values(appointment),
+            )
+        )
+        count += 1
+    session.flush()
+    return count

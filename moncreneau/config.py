@@ -1,0 +1,106 @@
+"""Settings read once from the environment and shared by every process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+DEFAULT_DATABASE_URL = "sqlite:///moncreneau.db"
+# About three days in all: 8 retries after the first attempt, growing ~x4 each time.
+DEFAULT_RETRY_SCHEDULE = (0.0, 60.0, 300.0, 1800.0, 7200.0, 21600.0, 43200.0, 86400.0, 86400.0)
+
+
+class ConfigError(ValueError):
+    """A setting from the environment has a value that cannot be used."""
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _int(name: str, raw: str, minimum: int = 0) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _schedule(name: str, raw: str) -> tuple[float, ...]:
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not parts:
+        raise ConfigError(f"{name} must list at least one delay in seconds, got {raw!r}")
+    return tuple(_float(name, p) for p in parts)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of MonCréneau; `from_env` is the only place that reads the environment."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    allow_private_urls: bool = False
+    secret_key: str = ""
+    delivery_timeout: float = 10.0
+    secret_grace_hours: float = 24.0
+    max_body_bytes: int = 1_048_576
+    default_page_size: int = 50
+    max_page_size: int = 200
+    log_level: str = "INFO"
+    testing: bool = False
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        get = env.get
+        return cls(
+            database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            redis_url=get("REDIS_URL") or None,
+            retry_schedule=_schedule(
+                "MONCRENEAU_RETRY_SCHEDULE",
+                get("MONCRENEAU_RETRY_SCHEDULE") or ",".join(map(str, DEFAULT_RETRY_SCHEDULE)),
+            ),
+            allow_private_urls=_bool(
+                "MONCRENEAU_ALLOW_PRIVATE_URLS", get("MONCRENEAU_ALLOW_PRIVATE_URLS", "false")
+            ),
+            secret_key=get("MONCRENEAU_SECRET_KEY", ""),
+            delivery_timeout=_float(
+                "MONCRENEAU_DELIVERY_TIMEOUT", get("MONCRENEAU_DELIVERY_TIMEOUT", "10")
+            ),
+            secret_grace_hours=_float(
+                "MONCRENEAU_SECRET_GRACE_HOURS", get("MONCRENEAU_SECRET_GRACE_HOURS", "24")
+            ),
+            max_body_bytes=_int(
+                "MONCRENEAU_MAX_BODY_BYTES", get("MONCRENEAU_MAX_BODY_BYTES", "1048576"), 1024
+            ),
+            log_level=get("MONCRENEAU_LOG_LEVEL", "INFO").upper(),
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

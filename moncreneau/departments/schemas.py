@@ -1,0 +1,45 @@
+"""Request and response bodies of /api/v1/departments."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from moncreneau.web import StrictInteger, page_schema
+
+
+def not_blank(value: str) -> None:
+    if not value.strip():
+        raise ma.ValidationError("Must not be blank.")
+
+
+class DepartmentCreate(ma.Schema):
+    name = ma.fields.String(required=True, validate=[ma.validate.Length(min=1, max=200), not_blank])
+    timezone = ma.fields.String(
+        required=True,
+        validate=ma.validate.Length(min=1, max=64),
+        metadata={"description": "IANA time zone, e.g. `Europe/Paris`.", "example": "Europe/Paris"},
+    )
+    slot_minutes = StrictInteger(
+        data_key="slotMinutes",
+        load_default=30,
+        validate=ma.validate.Range(min=1, max=1440),
+        metadata={"description": "Length of a slot; appointments start on slot boundaries."},
+    )
+    capacity = StrictInteger(
+        load_default=1,
+        validate=ma.validate.Range(min=1, max=10_000),
+        metadata={"description": "How many appointments may share one start time."},
+    )
+
+
+class Department(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    name = ma.fields.String(required=True)
+    timezone = ma.fields.String(required=True)
+    slotMinutes = ma.fields.Integer(required=True)
+    capacity = ma.fields.Integer(required=True)
+    createdAt = ma.fields.String(required=True, metadata={"format": "date-time"})
+    updatedAt = ma.fields.String(required=True, metadata={"format": "date-time"})
+
+
+DepartmentPage = page_schema(Department, "DepartmentPage")

@@ -1,0 +1,89 @@
+"""Creating and reading departments."""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from moncreneau.clock import iso_utc, utcnow
+from moncreneau.domain.errors import Invalid, NotFound
+from moncreneau.models import Department
+from moncreneau.pagination import Page, decode_cursor
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    """The IANA zone called `name`, or an `Invalid` error naming the field."""
+    if name not in _zones():
+        raise Invalid.field("timezone", f"Unknown IANA time zone {name!r}.")
+    return zoneinfo.ZoneInfo(name)
+
+
+@dataclass(frozen=True)
+class NewDepartment:
+    name: str
+    timezone: str
+    slot_minutes: int = 30
+    capacity: int = 1
+
+
+def represent(department: Department) -> dict[str, Any]:
+    return {
+        "id": department.id,
+        "name": department.name,
+        "timezone": department.timezone,
+        "slotMinutes": department.slot_minutes,
+        "capacity": department.capacity,
+        "createdAt": iso_utc(department.created_at),
+        "updatedAt": iso_utc(department.updated_at),
+    }
+
+
+def create(session: Session, organization_id: int, new: NewDepartment) -> dict[str, Any]:
+    zone(new.timezone)
+    now = utcnow()
+    department = Department(
+        organization_id=organization_id,
+        name=new.name,
+        timezone=new.timezone,
+        slot_minutes=new.slot_minutes,
+        capacity=new.capacity,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(department)
+    session.flush()
+    return represent(department)
+
+
+def find(session: Session, organization_id: int, department_id: int) -> Department | None:
+    department = session.get(Department, department_id)
+    if department is None or department.organization_id != organization_id:
+        return None
+    return department
+
+
+def get(session: Session, organization_id: int, department_id: int) -> dict[str, Any]:
+    department = find(session, organization_id, department_id)
+    if department is None:
+        raise NotFound(f"No department with id {department_id}.")
+    return represent(department)
+
+
+def list_page(
+    session: Session, organization_id: int, limit: int, cursor: str | None
+) -> Page[dict[str, Any]]:
+    query = select(Department).where(Department.organization_id == organization_id)
+    if cursor:
+        query = query.where(Department.id > decode_cursor("departments", cursor))
+    rows = list(session.scalars(query.order_by(Department.id).limit(limit + 1)))
+    return Page.of(rows, limit, "departments", "id", [represent(d) for d in rows])

@@ -1,0 +1,1 @@
+"""The booking domain in plain Python: appointments, their rules and the events they record."""

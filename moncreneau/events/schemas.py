@@ -1,0 +1,34 @@
+"""Event envelopes as the API returns them."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from moncreneau.domain.events import APPOINTMENT_EVENT_TYPES
+from moncreneau.web import PageArgs, page_schema
+
+EVENT_TYPES = (*APPOINTMENT_EVENT_TYPES, "webhook.test")
+
+
+class EventData(ma.Schema):
+    object = ma.fields.Dict(
+        required=True, metadata={"description": "The appointment as it was after this event."}
+    )
+    previousAttributes = ma.fields.Dict(
+        metadata={"description": "`appointment.updated` only: the changed fields' old values."}
+    )
+
+
+class Event(ma.Schema):
+    id = ma.fields.String(required=True, metadata={"example": "evt_01jd3k5q8c2v0t7m6x4yb9r1ze"})
+    type = ma.fields.String(required=True, metadata={"enum": list(EVENT_TYPES)})
+    created = ma.fields.String(required=True, metadata={"format": "date-time"})
+    version = ma.fields.String(required=True, metadata={"example": "1.0"})
+    data = ma.fields.Nested(EventData, required=True)
+
+
+class EventQuery(PageArgs):
+    type = ma.fields.String(validate=ma.validate.OneOf(EVENT_TYPES))
+
+
+EventPage = page_schema(Event, "EventPage")

@@ -1,0 +1,58 @@
+"""Liveness, readiness and the offline assets of the docs page; all public."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, send_from_directory
+from sqlalchemy import text
+
+from moncreneau.web import runtime
+
+blp = Blueprint("health", __name__)
+
+
+def _swagger_ui_dir() -> Path | None:
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    return Path(swagger_ui_bundle.swagger_ui_path)
+
+
+@blp.get("/healthz")
+def healthz() -> Any:
+    return {"status": "ok"}
+
+
+@blp.get("/readyz")
+def readyz() -> Response:
+    checks: dict[str, str] = {}
+    rt = runtime()
+    try:
+        with rt.sessions() as db:
+            db.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as error:
+        checks["database"] = f"unavailable: {error.__class__.__name__}"
+    if rt.settings.redis_url:
+        try:
+            from moncreneau.queue import redis_connection
+
+            redis_connection(rt.settings.redis_url).ping()
+            checks["redis"] = "ok"
+        except Exception as error:
+            checks["redis"] = f"unavailable: {error.__class__.__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    response = jsonify({"status": "ok" if ready else "unavailable", "checks": checks})
+    response.status_code = 200 if ready else 503
+    return response
+
+
+@blp.get("/api/v1/docs/assets/<path:filename>")
+def docs_assets(filename: str) -> Response:
+    folder = _swagger_ui_dir()
+    if folder is None:
+        abort(404)
+    return send_from_directory(folder, filename, max_age=86400)

@@ -1,0 +1,116 @@
+"""Idempotency-Key on POST: the first successful response is stored with its change and replayed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from typing import Any
+
+from flask import Response, make_response, request
+from sqlalchemy import delete, select, text
+
+from moncreneau.clock import utcnow
+from moncreneau.errors import error_response
+from moncreneau.models import IdempotencyRecord
+from moncreneau.web import organization_id, session
+
+RETENTION = timedelta(hours=24)
+HEADER = "Idempotency-Key"
+_REPLAYED_HEADERS = ("Content-Type", "ETag", "Location", "X-Next-Cursor")
+DOC = {
+    "parameters": [
+        {
+            "in": "header",
+            "name": HEADER,
+            "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "description": (
+                "Makes the POST safe to retry: the same key with the same body returns the "
+                "first successful response again (with `Idempotent-Replayed: true`) and changes "
+                "nothing; the same key with another body is a 422; while the first request is "
+                "still running, a 409. Keys are kept 24 hours, per organization."
+            ),
+        }
+    ]
+}
+
+
+def _fingerprint() -> str:
+    raw = request.get_data(cache=True)
+    try:
+        body: Any = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        body = raw.decode("latin-1")
+    return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+
+
+def _replay(record: IdempotencyRecord) -> Response:
+    response = Response(record.response_body, status=record.response_status)
+    for name, value in record.response_headers.items():
+        response.headers[name] = value
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = request.headers.get(HEADER)
+        if key is None:
+            return view(*args, **kwargs)
+        if not 1 <= len(key) <= 255 or not key.isprintable():
+            return error_response(
+                400, f"{HEADER} must be 1 to 255 printable characters.", {HEADER: ["Invalid."]}
+            )
+        db = session()
+        org = organization_id()
+        if db.get_bind().dialect.name == "postgresql":
+            # Held until this request's transaction ends; SQLite already has one writer at a time.
+            locked = db.scalar(
+                text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, :org))"),
+                {"k": key, "org": org},
+            )
+            if not locked:
+                return error_response(
+                    409, f"A request with this {HEADER} is still being processed; retry later."
+                )
+        fingerprint = _fingerprint()
+        now = utcnow()
+        record = db.scalar(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.organization_id == org, IdempotencyRecord.key == key
+            )
+        )
+        if record is not None and record.created_at < now - RETENTION:
+            db.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record.id))
+            record = None
+        if record is not None:
+            if record.request_hash != fingerprint:
+                return error_response(
+                    422,
+                    f"This {HEADER} was already used with a different request.",
+                    {HEADER: ["Already used with a different request body or path."]},
+                )
+            return _replay(record)
+        response = make_response(view(*args, **kwargs))
+        if 200 <= response.status_code < 300:
+            db.add(
+                IdempotencyRecord(
+                    organization_id=org,
+                    key=key,
+                    request_hash=fingerprint,
+                    response_status=response.status_code,
+                    response_body=response.get_data(as_text=True),
+                    response_headers={
+                        h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers
+                    },
+                    created_at=now,
+                )
+            )
+            db.flush()
+        return response
+
+    return wrapper

@@ -1,0 +1,1 @@
+"""The event store read as an outbox: append in the writer's transaction, read by position."""

@@ -1,0 +1,81 @@
+"""Appending events and reading the log in commit order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from moncreneau.ids import new_id
+from moncreneau.models import EventRecord
+
+
+def lock_log(session: Session) -> None:
+    """Serialize appends until commit, so that positions become visible in increasing order.
+
+    Without it, a transaction holding position 10 could commit after one holding 11, and a
+    reader that had moved past 11 would never see 10. Readers are not blocked. SQLite already
+    admits a single writer at a time.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("LOCK TABLE events IN EXCLUSIVE MODE"))
+
+
+def append(
+    session: Session,
+    *,
+    organization_id: int,
+    type: str,
+    occurred_at: datetime,
+    data: dict[str, Any],
+    object: dict[str, Any],
+    previous_attributes: dict[str, Any] | None = None,
+    appointment_id: int | None = None,
+    sequence: int | None = None,
+) -> EventRecord:
+    """Add one event to the caller's transaction; call it last, just before the commit."""
+    lock_log(session)
+    record = EventRecord(
+        id=new_id("evt"),
+        organization_id=organization_id,
+        type=type,
+        appointment_id=appointment_id,
+        sequence=sequence,
+        data=data,
+        object=object,
+        previous_attributes=previous_attributes,
+        created_at=occurred_at,
+    )
+    session.add(record)
+    session.flush()
+    return record
+
+
+def read_after(
+    session: Session,
+    after: int,
+    limit: int,
+    *,
+    organization_id: int | None = None,
+    types: Sequence[str] | None = None,
+) -> list[EventRecord]:
+    """Events with a position greater than `after`, oldest first."""
+    query = select(EventRecord).where(EventRecord.position > after)
+    if organization_id is not None:
+        query = query.where(EventRecord.organization_id == organization_id)
+    if types:
+        query = query.where(EventRecord.type.in_(types))
+    query = query.order_by(EventRecord.position).limit(limit)
+    return list(session.scalars(query))
+
+
+def appointment_history(session: Session, appointment_id: int) -> list[EventRecord]:
+    query = (
+        select(EventRecord)
+        .where(EventRecord.appointment_id == appointment_id)
+        .order_by(EventRecord.sequence)
+    )
+    return list(session.scalars(query))

@@ -1,0 +1,175 @@
+"""Request plumbing shared by the blueprints: the session, the caller's organization, paging."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import marshmallow as ma
+from flask import Flask, Response, current_app, g, request
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from moncreneau.auth import keys
+from moncreneau.config import Settings
+from moncreneau.db import write_session
+from moncreneau.errors import database_error_response, error_response
+from moncreneau.pagination import Page
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+PUBLIC_PATHS = (f"{API_PREFIX}/openapi.json", f"{API_PREFIX}/docs")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json$")
+_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
+
+
+@dataclass
+class Runtime:
+    """What the app shares between requests; built by `create_app`, never at import."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    api: Any = None
+
+
+def runtime() -> Runtime:
+    rt: Runtime = current_app.extensions["moncreneau"]
+    return rt
+
+
+def session() -> Session:
+    """The request's session; a write request's transaction takes the write lock at BEGIN."""
+    if "db" not in g:
+        factory = runtime().sessions
+        g.db = factory() if request.method in SAFE_METHODS else write_session(factory)
+    db: Session = g.db
+    return db
+
+
+def organization_id() -> int:
+    org: int = g.organization_id
+    return org
+
+
+def expected_version() -> int | None:
+    """The version named by If-Match; a value that names no version can never match."""
+    raw = request.headers.get("If-Match")
+    if raw is None or raw.strip() == "*":
+        return None
+    match = _IF_MATCH.match(raw)
+    return int(match.group(1)) if match else -1
+
+
+def etag(resource: dict[str, Any]) -> dict[str, str]:
+    return {"ETag": f'"{resource["version"]}"'}
+
+
+def page_response(page: Page[Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    headers = {"X-Next-Cursor": page.next_cursor} if page.next_cursor else {}
+    body = {"data": page.items, "nextCursor": page.next_cursor, "hasMore": bool(page.next_cursor)}
+    return body, 200, headers
+
+
+def _authenticate() -> Response | None:
+    path = request.path
+    if not path.startswith(API_PREFIX) or path.startswith(PUBLIC_PATHS):
+        return None
+    key = request.headers.get("X-API-Key", "")
+    if not key:
+        return error_response(401, "Missing X-API-Key header.")
+    org = keys.authenticate(session(), key)
+    if org is None:
+        return error_response(401, "Unknown or revoked API key.")
+    g.organization_id = org
+    return None
+
+
+def _require_json() -> Response | None:
+    if request.method in SAFE_METHODS or request.method == "DELETE":
+        return None
+    has_body = (
+        bool(request.content_length)
+        or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    )
+    if has_body and not _JSON_TYPE.match(request.mimetype or ""):
+        return error_response(
+            415,
+            "The request body must be JSON sent with Content-Type: application/json "
+            f"(got {request.mimetype or 'no Content-Type'!r}).",
+        )
+    return None
+
+
+def _commit(response: Response) -> Response:
+    db: Session | None = g.pop("db", None)
+    if db is None:
+        return response
+    try:
+        if response.status_code < 400:
+            db.commit()
+        else:
+            db.rollback()
+    except DBAPIError as error:
+        db.rollback()
+        return database_error_response(error)
+    finally:
+        db.close()
+    return response
+
+
+def _close(_error: BaseException | None) -> None:
+    db: Session | None = g.pop("db", None)
+    if db is not None:
+        db.rollback()
+        db.close()
+
+
+def install(app: Flask) -> None:
+    app.before_request(_authenticate)
+    app.before_request(_require_json)
+    app.after_request(_commit)
+    app.teardown_request(_close)
+
+
+class StrictInteger(ma.fields.Integer):
+    """An integer that refuses booleans and numeric strings."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class PageArgs(ma.Schema):
+    limit = ma.fields.Integer(
+        load_default=50,
+        validate=ma.validate.Range(min=1, max=200),
+        metadata={"description": "Page size, 1 to 200 (default 50)."},
+    )
+    cursor = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.Length(max=500),
+        metadata={"description": "The `nextCursor` of the previous page."},
+    )
+
+
+def page_schema(item: type[ma.Schema], name: str) -> type[ma.Schema]:
+    """A list response: `{"data": [...], "nextCursor": str | null, "hasMore": bool}`."""
+    return ma.Schema.from_dict(
+        {
+            "data": ma.fields.List(ma.fields.Nested(item), required=True),
+            "nextCursor": ma.fields.String(
+                allow_none=True,
+                metadata={"description": "Pass as `cursor` for the next page; null at the end."},
+            ),
+            "hasMore": ma.fields.Boolean(),
+        },
+        name=name,
+    )

@@ -1,0 +1,1 @@
+"""Webhook subscriptions, payload versions and signatures."""
