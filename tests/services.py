@@ -1,0 +1,62 @@
+"""The real PostgreSQL and Redis servers the suite runs against, and throwaway databases."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+PG_URL = os.environ.get(
+    "MONCRENEAU_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("MONCRENEAU_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def unavailable(service: str, reason: str) -> None:
+    """Skip loudly on a developer machine; fail the run under CI=true."""
+    message = f"{service} is not reachable ({reason}); tests that need it cannot run"
+    if IN_CI:
+        pytest.fail(f"CI=true and {message}", pytrace=False)
+    pytest.skip(f"!!! SKIPPED: {message} !!!")
+
+
+def postgres_problem() -> str | None:
+    try:
+        engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as error:
+        return f"{error.__class__.__name__}: {str(error).splitlines()[0]}"
+    return None
+
+
+def redis_problem() -> str | None:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except Exception as error:
+        return f"{error.__class__.__name__}: {error}"
+    return None
+
+
+def create_database(prefix: str) -> str:
+    """A fresh, empty PostgreSQL database; returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    name = make_url(url).database
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
