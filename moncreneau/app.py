@@ -41,6 +41,37 @@ def _spec_config(settings: Settings) -> dict[str, object]:
     }
 
 
+_ERROR_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_COMMON_ERRORS = {
+    "401": "Missing, unknown or revoked `X-API-Key`.",
+    "404": "No such resource in your organization.",
+    "413": "The request body is too large.",
+    "415": "The body is not `application/json`.",
+}
+
+
+def _document_errors(api: errors.MonCreneauApi) -> None:
+    """Give every operation its error responses, all in the common error shape."""
+    paths: dict[str, dict[str, dict[str, object]]] = api.spec._paths
+    for path, operations in paths.items():
+        if not path.startswith(web.API_PREFIX):
+            continue
+        for method, operation in operations.items():
+            if method not in ("get", "post", "patch", "put", "delete"):
+                continue
+            responses: dict[str, dict[str, object]] = operation.setdefault("responses", {})  # type: ignore[assignment]
+            wanted = ["401"]
+            if "{" in path:
+                wanted.append("404")
+            if method in ("post", "patch"):
+                wanted += ["413", "415"]
+            for code in wanted:
+                responses.setdefault(code, {"description": _COMMON_ERRORS[code]})
+            for code, response in responses.items():
+                if code.startswith("4") and "$ref" not in response:
+                    response.setdefault("content", _ERROR_REF)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
@@ -67,6 +98,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     runtime.api = api
     for blueprint in (departments, appointments, events):
         api.register_blueprint(blueprint)
+    _document_errors(api)
     app.register_blueprint(health)
     web.install(app)
     errors.register(app)
