@@ -93,10 +93,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from moncreneau.departments.routes import blp as departments
     from moncreneau.events.routes import blp as events
     from moncreneau.health import blp as health
+    from moncreneau.webhooks.routes import blp as webhooks
 
     api = errors.MonCreneauApi(app)
     runtime.api = api
-    for blueprint in (departments, appointments, events):
+    for blueprint in (departments, appointments, events, webhooks):
         api.register_blueprint(blueprint)
     _document_errors(api)
     app.register_blueprint(health)

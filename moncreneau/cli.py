@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -58,6 +61,27 @@ cli.add_command(shell_command)
 cli.add_command(routes_command)
 
 
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def _handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    return stop
+
+
+def _require_redis() -> str:
+    url = _runtime().settings.redis_url
+    if not url:
+        raise click.ClickException(
+            "REDIS_URL is not set: the production processes share work through Redis. "
+            "For everything in one process without Redis, use `moncreneau run`."
+        )
+    return url
+
+
 @cli.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -65,11 +89,63 @@ def run_command(host: str, port: int) -> None:
     """Run everything in one process on the embedded defaults (SQLite, no Redis)."""
     import waitress
 
+    from moncreneau.delivery import jobs
+    from moncreneau.delivery.queueing import InlineQueue
+    from moncreneau.outbox import relay
+
     _upgrade_database()
-    settings = _runtime().settings
+    rt = _runtime()
+    settings = rt.settings
+    # The same relay and delivery job as the production processes, fed by a thread.
+    rt._queue = InlineQueue(settings)
+    jobs.install(settings, rt.sessions)
+    stop = threading.Event()
+    threading.Thread(
+        target=relay.run, args=(rt.sessions, settings, rt.queue, stop), name="relay", daemon=True
+    ).start()
     click.echo(f"MonCréneau on http://{host}:{port} (database {settings.database_url})")
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    waitress.serve(app, host=host, port=port, threads=16, ident="moncreneau")
+    try:
+        waitress.serve(app, host=host, port=port, threads=16, ident="moncreneau")
+    finally:
+        stop.set()
+
+
+@cli.command("relay")
+def relay_command() -> None:
+    """Create deliveries from the event log and queue them (production; any number may run)."""
+    from moncreneau.delivery.queueing import RedisQueue
+    from moncreneau.outbox import relay
+
+    _require_redis()
+    rt = _runtime()
+    stop = _stop_on_signals()
+    click.echo("relay started")
+    relay.run(rt.sessions, rt.settings, RedisQueue(rt.settings), stop)
+    click.echo("relay stopped")
+
+
+@cli.command("worker")
+@click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
+def worker_command(burst: bool) -> None:
+    """Send queued deliveries (production; any number may run)."""
+    from rq import SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    from moncreneau.delivery import jobs
+    from moncreneau.delivery.queueing import rq_queue
+
+    url = _require_redis()
+    rt = _runtime()
+    context = jobs.install(rt.settings, rt.sessions)
+    queue = rq_queue(url)
+    # SimpleWorker runs jobs in this process, so the dispatcher's requests in flight and
+    # pooled connections outlive each job instead of dying with a forked child.
+    worker = SimpleWorker([queue], connection=queue.connection, serializer=JSONSerializer)
+    try:
+        worker.work(burst=burst, logging_level=rt.settings.log_level, with_scheduler=False)
+    finally:
+        context.dispatcher.drain(rt.settings.delivery_timeout + 5)
 
 
 @cli.command("api")
@@ -177,6 +253,32 @@ def projections_rebuild() -> None:
     with _transaction() as db:
         count = rebuild_projections(db)
     click.echo(f"rebuilt {count} appointment(s) from the event store")
+
+
+@cli.group("deliveries")
+def deliveries_group() -> None:
+    """Webhook deliveries."""
+
+
+@deliveries_group.command("replay")
+@click.option("--org", "org_id", required=True, type=int, help="Organization id.")
+@click.option("--webhook", "webhook_id", required=True, type=int, help="Webhook id.")
+@click.option("--from", "since", required=True, type=click.DateTime(), help="UTC start.")
+@click.option("--to", "until", required=True, type=click.DateTime(), help="UTC end.")
+@click.option("--dead-only", is_flag=True, help="Only dead deliveries, not failed ones.")
+def deliveries_replay(
+    org_id: int, webhook_id: int, since: datetime, until: datetime, dead_only: bool
+) -> None:
+    """Give failed and dead deliveries created in [--from, --to) one more attempt now."""
+    from moncreneau.delivery import log as delivery_log
+    from moncreneau.delivery.store import DEAD, FAILED
+
+    statuses = (DEAD,) if dead_only else (FAILED, DEAD)
+    with _transaction() as db:
+        ids = delivery_log.replay(
+            db, org_id, webhook_id, since.replace(tzinfo=UTC), until.replace(tzinfo=UTC), statuses
+        )
+    click.echo(f"{len(ids)} delivery(ies) scheduled again")
 
 
 def main() -> None:

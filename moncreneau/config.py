@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 DEFAULT_DATABASE_URL = "sqlite:///moncreneau.db"
-# About three days in all: 8 retries after the first attempt, growing ~x4 each time.
-DEFAULT_RETRY_SCHEDULE = (0.0, 60.0, 300.0, 1800.0, 7200.0, 21600.0, 43200.0, 86400.0, 86400.0)
+# Seconds between attempts: 10 attempts over about three days (2.9), growing ~x4 each time.
+DEFAULT_RETRY_SCHEDULE = (5.0, 60.0, 300.0, 1800.0, 7200.0, 21600.0, 43200.0, 86400.0, 86400.0)
 
 
 class ConfigError(ValueError):
@@ -66,6 +66,16 @@ class Settings:
     default_page_size: int = 50
     max_page_size: int = 200
     log_level: str = "INFO"
+    # a subscription whose deliveries all failed for this long is disabled
+    disable_after_hours: float = 120.0
+    # requests in flight per worker process, and per endpoint within it
+    worker_concurrency: int = 256
+    endpoint_concurrency: int = 50
+    # events claimed per relay transaction; deliveries per queued job
+    relay_batch: int = 500
+    job_batch: int = 100
+    relay_poll_seconds: float = 0.05
+    sweep_seconds: float = 1.0
     testing: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -94,6 +104,21 @@ class Settings:
                 "MONCRENEAU_MAX_BODY_BYTES", get("MONCRENEAU_MAX_BODY_BYTES", "1048576"), 1024
             ),
             log_level=get("MONCRENEAU_LOG_LEVEL", "INFO").upper(),
+            disable_after_hours=_float(
+                "MONCRENEAU_DISABLE_AFTER_HOURS", get("MONCRENEAU_DISABLE_AFTER_HOURS", "120")
+            ),
+            worker_concurrency=_int(
+                "MONCRENEAU_WORKER_CONCURRENCY", get("MONCRENEAU_WORKER_CONCURRENCY", "256"), 1
+            ),
+            endpoint_concurrency=_int(
+                "MONCRENEAU_ENDPOINT_CONCURRENCY", get("MONCRENEAU_ENDPOINT_CONCURRENCY", "50"), 1
+            ),
+            relay_batch=_int("MONCRENEAU_RELAY_BATCH", get("MONCRENEAU_RELAY_BATCH", "500"), 1),
+            job_batch=_int("MONCRENEAU_JOB_BATCH", get("MONCRENEAU_JOB_BATCH", "100"), 1),
+            relay_poll_seconds=_float(
+                "MONCRENEAU_RELAY_POLL_SECONDS", get("MONCRENEAU_RELAY_POLL_SECONDS", "0.05")
+            ),
+            sweep_seconds=_float("MONCRENEAU_SWEEP_SECONDS", get("MONCRENEAU_SWEEP_SECONDS", "1")),
         )
 
     def replace(self, **changes: object) -> Settings:

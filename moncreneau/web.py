@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from moncreneau.auth import keys
 from moncreneau.config import Settings
 from moncreneau.db import write_session
+from moncreneau.delivery.queueing import DeliveryQueue, make_queue
 from moncreneau.errors import database_error_response, error_response
 from moncreneau.pagination import Page
+from moncreneau.secretbox import SecretBox, resolve_key
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,21 @@ class Runtime:
     settings: Settings
     sessions: sessionmaker[Session]
     api: Any = None
+    _box: SecretBox | None = None
+    _queue: DeliveryQueue | None = None
+
+    @property
+    def box(self) -> SecretBox:
+        # Built on first use: in embedded mode it may create the key file.
+        if self._box is None:
+            self._box = SecretBox(resolve_key(self.settings))
+        return self._box
+
+    @property
+    def queue(self) -> DeliveryQueue:
+        if self._queue is None:
+            self._queue = make_queue(self.settings)
+        return self._queue
 
 
 def runtime() -> Runtime:
@@ -48,6 +66,24 @@ def session() -> Session:
         g.db = factory() if request.method in SAFE_METHODS else write_session(factory)
     db: Session = g.db
     return db
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """Run `callback` once this request's transaction has committed (never if it rolls back)."""
+    g.setdefault("after_commit", []).append(callback)
+
+
+def enqueue_after_commit(delivery_ids: list[str]) -> None:
+    """Queue deliveries once they are visible to workers; the sweeper is the safety net."""
+    queue = runtime().queue
+
+    def _enqueue() -> None:
+        try:
+            queue.enqueue(delivery_ids)
+        except Exception:
+            log.warning("could not queue %d deliveries; the sweeper will", len(delivery_ids))
+
+    after_commit(_enqueue)
 
 
 def organization_id() -> int:
@@ -118,6 +154,9 @@ def _commit(response: Response) -> Response:
         return database_error_response(error)
     finally:
         db.close()
+    if response.status_code < 400:
+        for callback in g.pop("after_commit", []):
+            callback()
     return response
 
 

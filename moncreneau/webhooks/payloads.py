@@ -1,13 +1,32 @@
-"""Event envelopes, one renderer per payload version."""
+"""Event envelopes, one renderer per payload version; every version stays deliverable.
+
+- `1.0`: `data.object` is the resource after the event; `appointment.updated` adds
+  `data.previousAttributes`, the changed fields' old values.
+- `2.0`: as `1.0`, but `appointment.updated` carries `data.changes` instead, each changed
+  field with both values: `{"dateTime": {"old": "...", "new": "..."}}`.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from moncreneau.clock import iso_utc
 from moncreneau.models import EventRecord
 
 V1 = "1.0"
+V2 = "2.0"
+
+
+def _base(event: EventRecord, version: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "created": iso_utc(event.created_at),
+        "version": version,
+        "data": data,
+    }
 
 
 def envelope_v1(event: EventRecord) -> dict[str, Any]:
@@ -15,10 +34,25 @@ def envelope_v1(event: EventRecord) -> dict[str, Any]:
     data: dict[str, Any] = {"object": event.object}
     if event.previous_attributes is not None:
         data["previousAttributes"] = event.previous_attributes
-    return {
-        "id": event.id,
-        "type": event.type,
-        "created": iso_utc(event.created_at),
-        "version": V1,
-        "data": data,
-    }
+    return _base(event, V1, data)
+
+
+def envelope_v2(event: EventRecord) -> dict[str, Any]:
+    data: dict[str, Any] = {"object": event.object}
+    if event.previous_attributes is not None:
+        data["changes"] = {
+            name: {"old": old, "new": event.object.get(name)}
+            for name, old in event.previous_attributes.items()
+        }
+    return _base(event, V2, data)
+
+
+RENDERERS: dict[str, Callable[[EventRecord], dict[str, Any]]] = {V1: envelope_v1, V2: envelope_v2}
+VERSIONS = tuple(RENDERERS)
+LATEST = V2
+
+
+def render(event: EventRecord, version: str) -> str:
+    """The exact body sent for this event in this version (compact JSON, UTF-8 text)."""
+    envelope = RENDERERS[version](event)
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)

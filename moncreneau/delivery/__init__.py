@@ -1,0 +1,1 @@
+"""Turning deliveries into signed HTTP requests: claims, sending, retries, bookkeeping."""

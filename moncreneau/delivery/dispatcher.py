@@ -1,0 +1,253 @@
+"""Many deliveries in flight per process, a cap per endpoint, and bulk bookkeeping.
+
+A job hands claimed deliveries to `Dispatcher.submit`, which returns as soon as they are
+running or waiting behind their endpoint: a slow endpoint fills only its own cap, and
+what does not fit behind it goes back to the database to be tried again shortly.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from moncreneau.config import Settings
+from moncreneau.db import write_session
+from moncreneau.delivery import schedule, sender
+from moncreneau.delivery.store import DEAD, FAILED, SUCCEEDED, Claimed, Settlement, settle
+from moncreneau.models import WebhookSubscription
+from moncreneau.webhooks import signing
+from moncreneau.webhooks.service import record_disabled
+
+log = logging.getLogger(__name__)
+
+# Settlements are written together: at most this many, at most this often.
+FLUSH_SIZE = 500
+FLUSH_SECONDS = 0.02
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Endpoint:
+    in_flight: int = 0
+    backlog: deque[Claimed] = field(default_factory=deque)
+
+
+def request_headers(claimed: Claimed, timestamp: int) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": sender.USER_AGENT,
+        "X-Moncreneau-Event": claimed.event_type,
+        "X-Moncreneau-Delivery": claimed.id,
+        "X-Moncreneau-Attempt": str(claimed.attempt),
+        "X-Moncreneau-Timestamp": str(timestamp),
+        "X-Webhook-Version": claimed.payload_version,
+        **signing.signature_headers(claimed.secrets, claimed.id, timestamp, claimed.body),
+    }
+
+
+def outcome(
+    claimed: Claimed, response: sender.Response, started: datetime, settings: Settings
+) -> Settlement:
+    now = now_utc()
+    next_at = None
+    if response.ok:
+        status = SUCCEEDED
+    elif response.status_code == 410 or claimed.attempt >= claimed.attempt_budget:
+        status = DEAD
+    else:
+        status = FAILED
+        retry_after = None
+        if response.status_code in (429, 503):
+            retry_after = schedule.parse_retry_after(response.retry_after, now)
+        next_at = schedule.next_attempt(now, claimed.attempt, settings.retry_schedule, retry_after)
+    return Settlement(
+        claimed=claimed,
+        started_at=started,
+        duration_ms=response.duration_ms,
+        status_code=response.status_code,
+        error=response.error,
+        excerpt=response.excerpt,
+        status=status,
+        next_attempt_at=next_at,
+    )
+
+
+class Recorder:
+    """Writes settlements in batches from one thread; retries while the database is away."""
+
+    def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._queue: queue.Queue[Settlement] = queue.Queue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._thread.start()
+
+    def add(self, settlement: Settlement) -> None:
+        self._idle.clear()
+        self._queue.put(settlement)
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            deadline = time.monotonic() + FLUSH_SECONDS
+            while len(batch) < FLUSH_SIZE:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(self._queue.get(timeout=remaining))
+                except queue.Empty:
+                    break
+            self._write(batch)
+            if self._queue.empty():
+                self._idle.set()
+
+    def _write(self, batch: list[Settlement]) -> None:
+        pause = 0.5
+        while True:
+            try:
+                with write_session(self._sessions) as db:
+                    settle(db, batch, now_utc())
+                    self._update_health(db, batch)
+                    db.commit()
+                return
+            except Exception:
+                log.exception("could not record %d delivery attempts; retrying", len(batch))
+                time.sleep(pause)
+                pause = min(pause * 2, 10.0)
+
+    def _update_health(self, db: Session, batch: list[Settlement]) -> None:
+        now = now_utc()
+        succeeded = {s.claimed.subscription_id for s in batch if s.status == SUCCEEDED}
+        failed = {s.claimed.subscription_id for s in batch if s.status != SUCCEEDED} - succeeded
+        gone = {s.claimed.subscription_id for s in batch if s.status_code == 410}
+        if succeeded:
+            db.execute(
+                update(WebhookSubscription)
+                .where(WebhookSubscription.id.in_(succeeded))
+                .values(failing_since=None)
+            )
+        if failed:
+            db.execute(
+                update(WebhookSubscription)
+                .where(
+                    WebhookSubscription.id.in_(failed),
+                    WebhookSubscription.failing_since.is_(None),
+                )
+                .values(failing_since=now)
+            )
+            limit = now - timedelta(hours=self._settings.disable_after_hours)
+            candidates = db.scalars(
+                select(WebhookSubscription).where(
+                    WebhookSubscription.id.in_(failed), WebhookSubscription.enabled.is_(True)
+                )
+            )
+            for subscription in candidates:
+                if subscription.id in gone:
+                    reason = "The endpoint answered 410 Gone."
+                elif subscription.failing_since and subscription.failing_since <= limit:
+                    reason = (
+                        f"Every delivery failed for {self._settings.disable_after_hours:g} hours."
+                    )
+                else:
+                    continue
+                log.warning("disabling webhook %s: %s", subscription.id, reason)
+                record_disabled(db, subscription, reason, now)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        on_release: Callable[[list[Claimed]], None],
+    ) -> None:
+        self._settings = settings
+        self._on_release = on_release
+        self._pool = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="send")
+        self._slots = threading.BoundedSemaphore(settings.worker_concurrency)
+        self._endpoints: dict[int, _Endpoint] = {}
+        self._lock = threading.Lock()
+        self._http = sender.make_pool_manager(settings.endpoint_concurrency)
+        self.recorder = Recorder(sessions, settings)
+        # a waiting line behind a busy endpoint, so that it stays busy without a round trip
+        self._backlog_limit = settings.endpoint_concurrency
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return sum(e.in_flight for e in self._endpoints.values())
+
+    def submit(self, items: list[Claimed]) -> None:
+        """Start or line up each delivery; blocks only while the process is at capacity."""
+        overflow: list[Claimed] = []
+        for item in items:
+            with self._lock:
+                endpoint = self._endpoints.setdefault(item.subscription_id, _Endpoint())
+                if endpoint.in_flight >= self._settings.endpoint_concurrency:
+                    if len(endpoint.backlog) < self._backlog_limit:
+                        endpoint.backlog.append(item)
+                    else:
+                        overflow.append(item)
+                    continue
+                endpoint.in_flight += 1
+            self._slots.acquire()
+            self._pool.submit(self._run, item)
+        if overflow:
+            self._on_release(overflow)
+
+    def _run(self, item: Claimed | None) -> None:
+        try:
+            while item is not None:
+                self._send(item)
+                with self._lock:
+                    endpoint = self._endpoints[item.subscription_id]
+                    if endpoint.backlog:
+                        item = endpoint.backlog.popleft()
+                    else:
+                        endpoint.in_flight -= 1
+                        if not endpoint.in_flight:
+                            del self._endpoints[item.subscription_id]
+                        item = None
+        finally:
+            self._slots.release()
+
+    def _send(self, item: Claimed) -> None:
+        started = now_utc()
+        try:
+            body = item.body
+            headers = request_headers(item, int(time.time()))
+            response = sender.post(
+                self._http, item.url, body, headers, self._settings.delivery_timeout
+            )
+        except Exception as error:  # a bug here must not lose the attempt's bookkeeping
+            log.exception("delivery %s could not be sent", item.id)
+            response = sender.Response(
+                None, f"internal error: {error.__class__.__name__}", None, None, 0
+            )
+        self.recorder.add(outcome(item, response, started, self._settings))
+
+    def drain(self, timeout: float) -> bool:
+        """Wait for what is in flight to finish and be recorded."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.recorder.wait_idle(max(0.0, deadline - time.monotonic()))

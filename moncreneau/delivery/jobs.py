@@ -1,0 +1,98 @@
+"""The queued job: `deliver(delivery_ids)`, run by RQ workers or in-process in embedded mode."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from moncreneau.config import Settings
+from moncreneau.db import make_engine, make_session_factory, write_session
+from moncreneau.delivery.dispatcher import Dispatcher, now_utc
+from moncreneau.delivery.store import Claimed, claim, release
+from moncreneau.models import WebhookSubscription
+from moncreneau.secretbox import SecretBox, resolve_key
+from moncreneau.webhooks.service import secrets_of
+
+# A delivery handed back because its endpoint is at capacity is tried again after this.
+RELEASE_DELAY = timedelta(seconds=1)
+
+
+@dataclass
+class DeliveryContext:
+    """What a delivering process shares between jobs: one dispatcher, its pools and threads."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    box: SecretBox
+    dispatcher: Dispatcher
+
+    @property
+    def lease(self) -> timedelta:
+        # Long enough for a full timeout of every request lined up behind one endpoint.
+        return timedelta(seconds=3 * self.settings.delivery_timeout + 30)
+
+
+_context: DeliveryContext | None = None
+_context_lock = threading.Lock()
+
+
+def install(settings: Settings, sessions: sessionmaker[Session] | None = None) -> DeliveryContext:
+    """Create this process's delivery context (the worker and the embedded mode call it)."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            sessions = sessions or make_session_factory(make_engine(settings.database_url))
+            holder: list[DeliveryContext] = []
+
+            def on_release(items: list[Claimed]) -> None:
+                with write_session(holder[0].sessions) as db:
+                    release(db, items, now_utc() + RELEASE_DELAY)
+                    db.commit()
+
+            _context = DeliveryContext(
+                settings=settings,
+                sessions=sessions,
+                box=SecretBox(resolve_key(settings)),
+                dispatcher=Dispatcher(sessions, settings, on_release),
+            )
+            holder.append(_context)
+        return _context
+
+
+def context() -> DeliveryContext:
+    return _context or install(Settings.from_env())
+
+
+def _address(db: Session, ctx: DeliveryContext, claimed: list[Claimed]) -> list[Claimed]:
+    """Attach each claimed delivery's URL and signing secrets (decrypted only in memory)."""
+    ids = {c.subscription_id for c in claimed}
+    subscriptions = {
+        s.id: s
+        for s in db.scalars(select(WebhookSubscription).where(WebhookSubscription.id.in_(ids)))
+    }
+    now = now_utc()
+    keys = {i: secrets_of(s, ctx.box, now) for i, s in subscriptions.items()}
+    return [
+        replace(c, url=subscriptions[c.subscription_id].url, secrets=keys[c.subscription_id])
+        for c in claimed
+    ]
+
+
+def deliver(delivery_ids: list[str]) -> int:
+    """Claim the due ones among these deliveries and start sending them; safe to run twice.
+
+    Returns how many were claimed. Attempts are recorded as they finish; a worker that dies
+    meanwhile leaves leases that expire, and the sweeper queues those deliveries again.
+    """
+    ctx = context()
+    with write_session(ctx.sessions) as db:
+        claimed = claim(db, delivery_ids, now_utc(), ctx.lease)
+        claimed = _address(db, ctx, claimed) if claimed else []
+        db.commit()
+    if claimed:
+        ctx.dispatcher.submit(claimed)
+    return len(claimed)

@@ -1,0 +1,149 @@
+"""The delivery log as integrators read it, and manual and bulk replay."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, select, update
+from sqlalchemy.orm import Session
+
+from moncreneau.clock import iso_utc, utcnow
+from moncreneau.delivery.store import DEAD, FAILED, OPEN, PENDING
+from moncreneau.domain.errors import Conflict, NotFound
+from moncreneau.models import Delivery, DeliveryAttempt
+from moncreneau.pagination import Page, decode_cursor
+from moncreneau.webhooks.service import find as find_subscription
+
+
+def _when(value: datetime | None) -> str | None:
+    return iso_utc(value) if value else None
+
+
+def represent(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "webhookId": delivery.subscription_id,
+        "eventId": delivery.event_id,
+        "eventType": delivery.event_type,
+        "version": delivery.payload_version,
+        "status": delivery.status,
+        "attemptCount": delivery.attempts,
+        "nextAttemptAt": _when(delivery.next_attempt_at) if delivery.status in OPEN else None,
+        "lastStatusCode": delivery.last_status_code,
+        "lastError": delivery.last_error,
+        "createdAt": iso_utc(delivery.created_at),
+        "updatedAt": iso_utc(delivery.updated_at),
+    }
+
+
+def represent_attempt(attempt: DeliveryAttempt) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "at": attempt.started_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "statusCode": attempt.status_code,
+        "durationMs": attempt.duration_ms,
+        "error": attempt.error,
+        "responseBody": attempt.response_excerpt,
+    }
+
+
+def _find(session: Session, organization_id: int, webhook_id: int, delivery_id: str) -> Delivery:
+    find_subscription(session, organization_id, webhook_id)
+    delivery = session.scalar(
+        select(Delivery).where(Delivery.id == delivery_id, Delivery.subscription_id == webhook_id)
+    )
+    if delivery is None:
+        raise NotFound(f"No delivery {delivery_id!r} for webhook {webhook_id}.")
+    return delivery
+
+
+def get(
+    session: Session, organization_id: int, webhook_id: int, delivery_id: str
+) -> dict[str, Any]:
+    delivery = _find(session, organization_id, webhook_id, delivery_id)
+    attempts = session.scalars(
+        select(DeliveryAttempt)
+        .where(DeliveryAttempt.delivery_seq == delivery.seq)
+        .order_by(DeliveryAttempt.number, DeliveryAttempt.id)
+    )
+    return {
+        **represent(delivery),
+        "attempts": [represent_attempt(a) for a in attempts],
+        "payload": json.loads(delivery.body),
+    }
+
+
+def list_page(
+    session: Session,
+    organization_id: int,
+    webhook_id: int,
+    limit: int,
+    cursor: str | None,
+    status: str | None = None,
+) -> Page[dict[str, Any]]:
+    """Newest first."""
+    find_subscription(session, organization_id, webhook_id)
+    query = select(Delivery).where(Delivery.subscription_id == webhook_id)
+    if status:
+        query = query.where(Delivery.status == status)
+    if cursor:
+        query = query.where(Delivery.seq < decode_cursor("deliveries", cursor))
+    rows = list(session.scalars(query.order_by(Delivery.seq.desc()).limit(limit + 1)))
+    return Page.of(rows, limit, "deliveries", "seq", [represent(d) for d in rows])
+
+
+def retry(
+    session: Session, organization_id: int, webhook_id: int, delivery_id: str
+) -> dict[str, Any]:
+    """Send it again now; a dead or succeeded delivery gets one more attempt."""
+    delivery = _find(session, organization_id, webhook_id, delivery_id)
+    now = utcnow()
+    if delivery.locked_until is not None and delivery.locked_until > now:
+        raise Conflict(f"Delivery {delivery_id} is being sent right now; retry once it settles.")
+    if delivery.status not in OPEN or delivery.attempts >= delivery.attempt_budget:
+        delivery.attempt_budget = delivery.attempts + 1
+    delivery.status = FAILED if delivery.attempts else PENDING
+    delivery.next_attempt_at = now
+    delivery.queued_until = None
+    delivery.updated_at = now
+    session.flush()
+    return represent(delivery)
+
+
+def replay(
+    session: Session,
+    organization_id: int,
+    webhook_id: int,
+    since: datetime,
+    until: datetime,
+    statuses: tuple[str, ...] = (FAILED, DEAD),
+) -> list[str]:
+    """Schedule every delivery in `statuses` created in [since, until) for one more attempt now."""
+    find_subscription(session, organization_id, webhook_id)
+    now = utcnow()
+    ids = list(
+        session.scalars(
+            update(Delivery)
+            .where(
+                Delivery.subscription_id == webhook_id,
+                Delivery.status.in_(statuses),
+                Delivery.created_at >= since,
+                Delivery.created_at < until,
+            )
+            .values(
+                status=FAILED,
+                attempt_budget=case(
+                    (Delivery.attempt_budget > Delivery.attempts, Delivery.attempt_budget),
+                    else_=Delivery.attempts + 1,
+                ),
+                next_attempt_at=now,
+                queued_until=None,
+                updated_at=now,
+            )
+            .returning(Delivery.id),
+            execution_options={"synchronize_session": False},
+        )
+    )
+    return ids

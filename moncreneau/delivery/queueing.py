@@ -1,0 +1,76 @@
+"""Handing delivery ids to whoever sends them: RQ in production, a thread in embedded mode."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from moncreneau.config import Settings
+from moncreneau.queue import redis_connection
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "moncreneau-deliveries"
+JOB = "moncreneau.delivery.jobs.deliver"
+
+
+def chunks(ids: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+class DeliveryQueue(Protocol):
+    def enqueue(self, delivery_ids: list[str]) -> None: ...
+
+
+class RedisQueue:
+    """Jobs of up to `job_batch` ids each; arguments are JSON, never pickles."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.redis_url
+        self._batch = settings.job_batch
+        self.queue = rq_queue(settings.redis_url)
+
+    def enqueue(self, delivery_ids: list[str]) -> None:
+        if not delivery_ids:
+            return
+        jobs = [
+            Queue.prepare_data(JOB, args=(chunk,), result_ttl=0, failure_ttl=86400)
+            for chunk in chunks(delivery_ids, self._batch)
+        ]
+        self.queue.enqueue_many(jobs)
+
+
+class InlineQueue:
+    """Embedded mode: the same job, run by one background thread of this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._batch = settings.job_batch
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="deliver")
+
+    def enqueue(self, delivery_ids: list[str]) -> None:
+        from moncreneau.delivery.jobs import deliver
+
+        for chunk in chunks(delivery_ids, self._batch):
+            self._executor.submit(_logged, deliver, chunk)
+
+
+def _logged(function: object, ids: list[str]) -> None:
+    try:
+        function(ids)  # type: ignore[operator]
+    except Exception:
+        # The deliveries stay due in the database; the sweeper queues them again.
+        log.exception("delivering %d deliveries failed", len(ids))
+
+
+def rq_queue(redis_url: str) -> Queue:
+    return Queue(QUEUE_NAME, connection=redis_connection(redis_url), serializer=JSONSerializer)
+
+
+def make_queue(settings: Settings) -> DeliveryQueue:
+    return RedisQueue(settings) if settings.redis_url else InlineQueue(settings)

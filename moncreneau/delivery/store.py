@@ -1,0 +1,236 @@
+"""Delivery rows: created in bulk by the relay, claimed by workers under a lease, then settled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from moncreneau.ids import new_id
+from moncreneau.models import Delivery, DeliveryAttempt, EventRecord, WebhookSubscription
+from moncreneau.webhooks import payloads
+
+PENDING, SUCCEEDED, FAILED, DEAD = "pending", "succeeded", "failed", "dead"
+OPEN = (PENDING, FAILED)
+# How long a delivery handed to the queue is left alone by the sweeper.
+QUEUE_LEASE = timedelta(seconds=30)
+
+
+def new_delivery_row(
+    event: EventRecord,
+    subscription: WebhookSubscription,
+    now: datetime,
+    budget: int,
+    body: str | None = None,
+    queued: bool = True,
+) -> dict[str, Any]:
+    """`queued`: the caller enqueues it right after commit, so the sweeper waits a while."""
+    return {
+        "id": new_id("msg"),
+        "organization_id": event.organization_id,
+        "subscription_id": subscription.id,
+        "event_position": event.position,
+        "event_id": event.id,
+        "event_type": event.type,
+        "payload_version": subscription.version,
+        "body": body if body is not None else payloads.render(event, subscription.version),
+        "status": PENDING,
+        "attempts": 0,
+        "attempt_budget": budget,
+        "next_attempt_at": now,
+        "queued_until": now + QUEUE_LEASE if queued else None,
+        "locked_until": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> list[str]:
+    """Insert deliveries; one that exists for the same (event, subscription) is left as is."""
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement: Any = pg_insert(Delivery).on_conflict_do_nothing(
+            index_elements=["event_position", "subscription_id"]
+        )
+    else:
+        statement = insert(Delivery).prefix_with("OR IGNORE")
+    session.execute(statement, rows)
+    ids = [row["id"] for row in rows]
+    # Only the rows this call really inserted are ours to enqueue.
+    return list(session.scalars(select(Delivery.id).where(Delivery.id.in_(ids))))
+
+
+def due_for_queue(session: Session, now: datetime, limit: int) -> list[str]:
+    """Open deliveries whose attempt is due and which no queue or worker holds."""
+    query = (
+        select(Delivery.id)
+        .join(WebhookSubscription, WebhookSubscription.id == Delivery.subscription_id)
+        .where(
+            Delivery.status.in_(OPEN),
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.queued_until.is_(None), Delivery.queued_until < now),
+            or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+            WebhookSubscription.enabled.is_(True),
+            WebhookSubscription.deleted_at.is_(None),
+        )
+        .order_by(Delivery.next_attempt_at)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=Delivery)
+    ids = list(session.scalars(query))
+    if ids:
+        session.execute(
+            update(Delivery).where(Delivery.id.in_(ids)).values(queued_until=now + QUEUE_LEASE)
+        )
+    return ids
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery a worker holds until `locked_until`, with what it needs to send it."""
+
+    seq: int
+    id: str
+    subscription_id: int
+    event_type: str
+    payload_version: str
+    body: bytes
+    attempt: int
+    attempt_budget: int
+    locked_until: datetime
+    url: str = ""
+    secrets: tuple[str, ...] = ()
+
+
+def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta) -> list[Claimed]:
+    """Take the due, unheld ones among `ids`; counts the attempt that is about to happen."""
+    if not ids:
+        return []
+    live_subscriptions = select(WebhookSubscription.id).where(
+        WebhookSubscription.enabled.is_(True), WebhookSubscription.deleted_at.is_(None)
+    )
+    until = now + lease
+    statement = (
+        update(Delivery)
+        .where(
+            Delivery.id.in_(list(ids)),
+            Delivery.status.in_(OPEN),
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+            Delivery.subscription_id.in_(live_subscriptions),
+        )
+        .values(locked_until=until, queued_until=None, attempts=Delivery.attempts + 1)
+        .returning(
+            Delivery.seq,
+            Delivery.id,
+            Delivery.subscription_id,
+            Delivery.event_type,
+            Delivery.payload_version,
+            Delivery.body,
+            Delivery.attempts,
+            Delivery.attempt_budget,
+        )
+    )
+    rows = session.execute(statement, execution_options={"synchronize_session": False}).all()
+    return [
+        Claimed(
+            seq=r.seq,
+            id=r.id,
+            subscription_id=r.subscription_id,
+            event_type=r.event_type,
+            payload_version=r.payload_version,
+            body=r.body.encode(),
+            attempt=r.attempts,
+            attempt_budget=r.attempt_budget,
+            locked_until=until,
+        )
+        for r in rows
+    ]
+
+
+def release(session: Session, claimed: Iterable[Claimed], at: datetime) -> None:
+    """Give back claims that were not attempted (an endpoint at its cap): no attempt counted."""
+    seqs = [c.seq for c in claimed]
+    if seqs:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.seq.in_(seqs), Delivery.status.in_(OPEN))
+            .values(
+                locked_until=None,
+                queued_until=None,
+                next_attempt_at=at,
+                attempts=Delivery.attempts - 1,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The outcome of one attempt, as it is written back."""
+
+    claimed: Claimed
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    excerpt: str | None
+    status: str
+    next_attempt_at: datetime | None
+
+
+def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -> None:
+    """Record attempts and new statuses in bulk; a success is never overwritten."""
+    if not settlements:
+        return
+    session.execute(
+        insert(DeliveryAttempt),
+        [
+            {
+                "delivery_seq": s.claimed.seq,
+                "number": s.claimed.attempt,
+                "started_at": s.started_at,
+                "duration_ms": s.duration_ms,
+                "status_code": s.status_code,
+                "error": s.error,
+                "response_excerpt": s.excerpt,
+            }
+            for s in settlements
+        ],
+    )
+    statement = (
+        update(Delivery)
+        .where(
+            and_(Delivery.seq == bindparam("b_seq"), Delivery.status != SUCCEEDED),
+        )
+        .values(
+            status=bindparam("b_status"),
+            next_attempt_at=bindparam("b_next"),
+            locked_until=None,
+            queued_until=None,
+            last_status_code=bindparam("b_code"),
+            last_error=bindparam("b_error"),
+            updated_at=now,
+        )
+    )
+    session.connection().execute(
+        statement,
+        [
+            {
+                "b_seq": s.claimed.seq,
+                "b_status": s.status,
+                "b_next": s.next_attempt_at,
+                "b_code": s.status_code,
+                "b_error": s.error,
+            }
+            for s in settlements
+        ],
+    )

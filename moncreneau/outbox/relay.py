@@ -1,0 +1,118 @@
+"""The relay: reads the event log after its position and creates one delivery per subscriber.
+
+The database is the source of truth. A delivery exists as a row before its id is queued,
+and the sweeper queues again whatever is due and held by nobody, so a lost queue message
+or a dead worker only delays a delivery. Relays may run side by side: the position's row
+lock admits one at a time, and (event, subscription) is unique among deliveries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from moncreneau.clock import utcnow
+from moncreneau.config import Settings
+from moncreneau.db import write_session
+from moncreneau.delivery import store as deliveries
+from moncreneau.delivery.queueing import DeliveryQueue
+from moncreneau.models import RelayState, WebhookSubscription
+from moncreneau.outbox import store
+from moncreneau.webhooks import payloads
+from moncreneau.webhooks.service import wants
+
+log = logging.getLogger(__name__)
+
+RELAY = "relay"
+
+
+def _locked_state(db: Session) -> RelayState:
+    query = select(RelayState).where(RelayState.name == RELAY).with_for_update()
+    state = db.scalar(query)
+    if state is None:
+        try:
+            with db.begin_nested():
+                db.add(RelayState(name=RELAY, position=0, updated_at=utcnow()))
+        except IntegrityError:
+            pass  # another relay created it first
+        state = db.scalar(query)
+    assert state is not None
+    return state
+
+
+def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[int, list[str]]:
+    """One batch of events: returns (events read, ids of the deliveries created)."""
+    with write_session(sessions) as db:
+        state = _locked_state(db)
+        events = store.read_after(db, state.position, settings.relay_batch)
+        if not events:
+            db.rollback()
+            return 0, []
+        subscribers: dict[int, list[WebhookSubscription]] = defaultdict(list)
+        for subscription in db.scalars(
+            select(WebhookSubscription).where(
+                WebhookSubscription.organization_id.in_({e.organization_id for e in events}),
+                WebhookSubscription.enabled.is_(True),
+                WebhookSubscription.deleted_at.is_(None),
+            )
+        ):
+            subscribers[subscription.organization_id].append(subscription)
+        now = utcnow()
+        budget = len(settings.retry_schedule) + 1
+        rows = []
+        for event in events:
+            bodies: dict[str, str] = {}
+            for subscription in subscribers[event.organization_id]:
+                if not wants(subscription, event.type):
+                    continue
+                version = subscription.version
+                if version not in bodies:
+                    bodies[version] = payloads.render(event, version)
+                rows.append(
+                    deliveries.new_delivery_row(event, subscription, now, budget, bodies[version])
+                )
+        ids = deliveries.insert_ignoring_duplicates(db, rows)
+        state.position = events[-1].position
+        state.updated_at = now
+        db.commit()
+    return len(events), ids
+
+
+def sweep(sessions: sessionmaker[Session], limit: int = 5000) -> list[str]:
+    """Deliveries that are due and held by no queue or worker (retries, lost jobs)."""
+    with write_session(sessions) as db:
+        ids = deliveries.due_for_queue(db, utcnow(), limit)
+        db.commit()
+    return ids
+
+
+def run(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    queue: DeliveryQueue,
+    stop: threading.Event,
+) -> None:
+    """Relay and sweep until `stop` is set; survives a database or Redis outage."""
+    last_sweep = 0.0
+    pause = 0.5
+    while not stop.is_set():
+        try:
+            read, ids = relay_once(sessions, settings)
+            queue.enqueue(ids)
+            if time.monotonic() - last_sweep >= settings.sweep_seconds:
+                queue.enqueue(sweep(sessions))
+                last_sweep = time.monotonic()
+            pause = 0.5
+        except Exception:
+            log.exception("relay iteration failed; retrying in %.1fs", pause)
+            stop.wait(pause)
+            pause = min(pause * 2, 10.0)
+            continue
+        if read < settings.relay_batch:
+            stop.wait(settings.relay_poll_seconds)

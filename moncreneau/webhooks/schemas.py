@@ -1,0 +1,142 @@
+"""Request and response bodies of /api/v1/webhooks."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from moncreneau.delivery.store import DEAD, FAILED, PENDING, SUCCEEDED
+from moncreneau.web import PageArgs, page_schema
+from moncreneau.webhooks import payloads
+from moncreneau.webhooks.service import SUBSCRIBABLE
+
+EVENTS_HELP = f'Event types to receive, or `["*"]` for all: {", ".join(SUBSCRIBABLE)}.'
+VERSION_HELP = (
+    f"Payload version, one of {', '.join(payloads.VERSIONS)} (default {payloads.LATEST})."
+)
+
+
+class _Events(ma.fields.List):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(
+            ma.fields.String(validate=ma.validate.Length(min=1, max=64)),
+            validate=ma.validate.Length(min=1, max=50),
+            metadata={"description": EVENTS_HELP, "example": ["appointment.created"]},
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+class WebhookCreate(ma.Schema):
+    url = ma.fields.String(
+        required=True,
+        validate=ma.validate.Length(min=1, max=2048),
+        metadata={"example": "https://example.org/webhooks/moncreneau"},
+    )
+    events = _Events(required=True)
+    description = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=500))
+    version = ma.fields.String(
+        load_default=payloads.LATEST,
+        validate=ma.validate.OneOf(payloads.VERSIONS),
+        metadata={"description": VERSION_HELP},
+    )
+    enabled = ma.fields.Boolean(load_default=True)
+
+
+class WebhookChange(ma.Schema):
+    url = ma.fields.String(validate=ma.validate.Length(min=1, max=2048))
+    events = _Events()
+    description = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=500))
+    version = ma.fields.String(
+        validate=ma.validate.OneOf(payloads.VERSIONS), metadata={"description": VERSION_HELP}
+    )
+    enabled = ma.fields.Boolean(
+        metadata={"description": "`true` re-enables a disabled webhook; pending deliveries resume."}
+    )
+
+
+class Webhook(ma.Schema):
+    id = ma.fields.Integer(required=True)
+    url = ma.fields.String(required=True)
+    events = ma.fields.List(ma.fields.String(), required=True)
+    description = ma.fields.String(allow_none=True)
+    enabled = ma.fields.Boolean(required=True)
+    version = ma.fields.String(required=True)
+    disabledReason = ma.fields.String(allow_none=True)
+    previousSecretExpiresAt = ma.fields.String(
+        allow_none=True,
+        metadata={"format": "date-time", "description": "End of the old secret's grace period."},
+    )
+    createdAt = ma.fields.String(required=True, metadata={"format": "date-time"})
+    updatedAt = ma.fields.String(required=True, metadata={"format": "date-time"})
+
+
+class WebhookWithSecret(Webhook):
+    secret = ma.fields.String(
+        required=True,
+        metadata={
+            "description": "`whsec_...`: shown only in this response.",
+            "example": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        },
+    )
+
+
+class TestSent(ma.Schema):
+    deliveryId = ma.fields.String(required=True)
+    eventId = ma.fields.String(required=True)
+    webhookId = ma.fields.Integer(required=True)
+
+
+STATUSES = (PENDING, SUCCEEDED, FAILED, DEAD)
+
+
+class Delivery(ma.Schema):
+    id = ma.fields.String(required=True, metadata={"description": "Sent as X-Moncreneau-Delivery."})
+    webhookId = ma.fields.Integer(required=True)
+    eventId = ma.fields.String(required=True)
+    eventType = ma.fields.String(required=True)
+    version = ma.fields.String(required=True)
+    status = ma.fields.String(required=True, metadata={"enum": list(STATUSES)})
+    attemptCount = ma.fields.Integer(required=True)
+    nextAttemptAt = ma.fields.String(allow_none=True, metadata={"format": "date-time"})
+    lastStatusCode = ma.fields.Integer(allow_none=True)
+    lastError = ma.fields.String(allow_none=True)
+    createdAt = ma.fields.String(required=True, metadata={"format": "date-time"})
+    updatedAt = ma.fields.String(required=True, metadata={"format": "date-time"})
+
+
+class Attempt(ma.Schema):
+    number = ma.fields.Integer(required=True)
+    at = ma.fields.String(required=True, metadata={"format": "date-time"})
+    statusCode = ma.fields.Integer(allow_none=True)
+    durationMs = ma.fields.Integer(required=True)
+    error = ma.fields.String(allow_none=True)
+    responseBody = ma.fields.String(
+        allow_none=True, metadata={"description": "The first 1024 bytes of the response."}
+    )
+
+
+class DeliveryDetail(Delivery):
+    attempts = ma.fields.List(ma.fields.Nested(Attempt), required=True)
+    payload = ma.fields.Dict(required=True, metadata={"description": "The body sent, parsed."})
+
+
+class DeliveryQuery(PageArgs):
+    status = ma.fields.String(validate=ma.validate.OneOf(STATUSES))
+
+
+class ReplayRequest(ma.Schema):
+    since = ma.fields.AwareDateTime(data_key="from", required=True)
+    until = ma.fields.AwareDateTime(data_key="to", required=True)
+    statuses = ma.fields.List(
+        ma.fields.String(validate=ma.validate.OneOf((FAILED, DEAD))),
+        load_default=[FAILED, DEAD],
+        validate=ma.validate.Length(min=1),
+    )
+
+
+class ReplayResult(ma.Schema):
+    count = ma.fields.Integer(required=True)
+    deliveryIds = ma.fields.List(ma.fields.String(), required=True)
+
+
+WebhookPage = page_schema(Webhook, "WebhookPage")
+DeliveryPage = page_schema(Delivery, "DeliveryPage")

@@ -1,0 +1,224 @@
+"""Webhook subscriptions: create, read, change, delete, rotate the secret, send a test event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from moncreneau.clock import iso_utc, utcnow
+from moncreneau.config import Settings
+from moncreneau.delivery import store as deliveries
+from moncreneau.domain.errors import Invalid, NotFound
+from moncreneau.domain.events import APPOINTMENT_EVENT_TYPES
+from moncreneau.models import EventRecord, WebhookSubscription
+from moncreneau.outbox import store
+from moncreneau.pagination import Page, decode_cursor
+from moncreneau.secretbox import SecretBox
+from moncreneau.webhooks import payloads, signing
+from moncreneau.webhooks.urls import check_url
+
+TEST_EVENT = "webhook.test"
+DISABLED_EVENT = "webhook.disabled"
+SUBSCRIBABLE = (*APPOINTMENT_EVENT_TYPES, DISABLED_EVENT)
+
+
+@dataclass(frozen=True)
+class NewSubscription:
+    url: str
+    events: list[str]
+    description: str | None = None
+    version: str = payloads.LATEST
+    enabled: bool = True
+
+
+def _check_events(events: list[str]) -> list[str]:
+    unknown = sorted({e for e in events if e != "*" and e not in SUBSCRIBABLE})
+    if unknown:
+        raise Invalid.field(
+            "events", f"Unknown event type(s) {unknown}; choose among {list(SUBSCRIBABLE)} or *."
+        )
+    return list(dict.fromkeys(events))
+
+
+def _check_version(version: str) -> str:
+    if version not in payloads.VERSIONS:
+        raise Invalid.field("version", f"Unknown payload version {version!r}.")
+    return version
+
+
+def wants(subscription: WebhookSubscription, event_type: str) -> bool:
+    if event_type == TEST_EVENT:
+        return False
+    return "*" in subscription.events or event_type in subscription.events
+
+
+def represent(subscription: WebhookSubscription) -> dict[str, Any]:
+    return {
+        "id": subscription.id,
+        "url": subscription.url,
+        "events": list(subscription.events),
+        "description": subscription.description,
+        "enabled": subscription.enabled,
+        "version": subscription.version,
+        "disabledReason": subscription.disabled_reason,
+        "previousSecretExpiresAt": (
+            iso_utc(subscription.previous_secret_expires_at)
+            if subscription.previous_secret_expires_at
+            else None
+        ),
+        "createdAt": iso_utc(subscription.created_at),
+        "updatedAt": iso_utc(subscription.updated_at),
+    }
+
+
+def secrets_of(subscription: WebhookSubscription, box: SecretBox, now: datetime) -> tuple[str, ...]:
+    """The secrets deliveries are signed with: the current one, then one in its grace period."""
+    current = box.open(subscription.secret)
+    expires = subscription.previous_secret_expires_at
+    if subscription.previous_secret and expires and expires > now:
+        return (current, box.open(subscription.previous_secret))
+    return (current,)
+
+
+def find(session: Session, organization_id: int, webhook_id: int) -> WebhookSubscription:
+    subscription = session.get(WebhookSubscription, webhook_id)
+    if (
+        subscription is None
+        or subscription.organization_id != organization_id
+        or subscription.deleted_at is not None
+    ):
+        raise NotFound(f"No webhook with id {webhook_id}.")
+    return subscription
+
+
+def create(
+    session: Session, organization_id: int, new: NewSubscription, box: SecretBox, settings: Settings
+) -> dict[str, Any]:
+    url = check_url(new.url, allow_private=settings.allow_private_urls)
+    now = utcnow()
+    secret = signing.generate_secret()
+    subscription = WebhookSubscription(
+        organization_id=organization_id,
+        url=url,
+        events=_check_events(new.events),
+        description=new.description,
+        version=_check_version(new.version),
+        enabled=new.enabled,
+        secret=box.seal(secret),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(subscription)
+    session.flush()
+    return {**represent(subscription), "secret": secret}
+
+
+def get(session: Session, organization_id: int, webhook_id: int) -> dict[str, Any]:
+    return represent(find(session, organization_id, webhook_id))
+
+
+def list_page(
+    session: Session, organization_id: int, limit: int, cursor: str | None
+) -> Page[dict[str, Any]]:
+    query = select(WebhookSubscription).where(
+        WebhookSubscription.organization_id == organization_id,
+        WebhookSubscription.deleted_at.is_(None),
+    )
+    if cursor:
+        query = query.where(WebhookSubscription.id > decode_cursor("webhooks", cursor))
+    rows = list(session.scalars(query.order_by(WebhookSubscription.id).limit(limit + 1)))
+    return Page.of(rows, limit, "webhooks", "id", [represent(s) for s in rows])
+
+
+def change(
+    session: Session,
+    organization_id: int,
+    webhook_id: int,
+    values: dict[str, Any],
+    settings: Settings,
+) -> dict[str, Any]:
+    subscription = find(session, organization_id, webhook_id)
+    if "url" in values:
+        subscription.url = check_url(values["url"], allow_private=settings.allow_private_urls)
+    if "events" in values:
+        subscription.events = _check_events(values["events"])
+    if "version" in values:
+        subscription.version = _check_version(values["version"])
+    if "description" in values:
+        subscription.description = values["description"]
+    if "enabled" in values:
+        subscription.enabled = values["enabled"]
+        if subscription.enabled:
+            subscription.disabled_reason = None
+            subscription.failing_since = None
+    subscription.updated_at = utcnow()
+    session.flush()
+    return represent(subscription)
+
+
+def delete(session: Session, organization_id: int, webhook_id: int) -> None:
+    """Deliveries stay readable in no list; pending ones are never sent."""
+    subscription = find(session, organization_id, webhook_id)
+    subscription.deleted_at = subscription.updated_at = utcnow()
+    subscription.enabled = False
+    session.flush()
+
+
+def rotate_secret(
+    session: Session, organization_id: int, webhook_id: int, box: SecretBox, grace: timedelta
+) -> dict[str, Any]:
+    subscription = find(session, organization_id, webhook_id)
+    now = utcnow()
+    secret = signing.generate_secret()
+    subscription.previous_secret = subscription.secret if grace.total_seconds() > 0 else None
+    subscription.previous_secret_expires_at = now + grace if grace.total_seconds() > 0 else None
+    subscription.secret = box.seal(secret)
+    subscription.updated_at = now
+    session.flush()
+    return {**represent(subscription), "secret": secret}
+
+
+def send_test(
+    session: Session, organization_id: int, webhook_id: int, settings: Settings
+) -> dict[str, Any]:
+    """Append a `webhook.test` event and one delivery of it, to this endpoint only."""
+    subscription = find(session, organization_id, webhook_id)
+    now = utcnow()
+    event = store.append(
+        session,
+        organization_id=organization_id,
+        type=TEST_EVENT,
+        occurred_at=now,
+        data={"webhookId": subscription.id},
+        object={
+            "webhookId": subscription.id,
+            "url": subscription.url,
+            "message": "This is a test delivery from MonCréneau.",
+        },
+    )
+    budget = len(settings.retry_schedule) + 1
+    row = deliveries.new_delivery_row(event, subscription, now, budget)
+    ids = deliveries.insert_ignoring_duplicates(session, [row])
+    return {"deliveryId": ids[0], "eventId": event.id, "webhookId": subscription.id}
+
+
+def record_disabled(
+    session: Session, subscription: WebhookSubscription, reason: str, now: datetime
+) -> EventRecord:
+    """Disable a subscription and append `webhook.disabled` for the organization's others."""
+    subscription.enabled = False
+    subscription.disabled_reason = reason
+    subscription.updated_at = now
+    session.flush()
+    return store.append(
+        session,
+        organization_id=subscription.organization_id,
+        type=DISABLED_EVENT,
+        occurred_at=now,
+        data={"webhookId": subscription.id, "reason": reason},
+        object={**represent(subscription)},
+    )

@@ -1,0 +1,93 @@
+"""Signing deliveries: `X-Moncreneau-Signature` and the Standard Webhooks signature.
+
+- `X-Moncreneau-Signature`: `sha256=` + hex HMAC-SHA256 of the raw body, keyed with the
+  whole secret string (`whsec_...`) as UTF-8 bytes.
+- `webhook-signature`: `v1,` + base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`, keyed with
+  the base64-decoded part of the secret after `whsec_` (the Standard Webhooks scheme).
+
+During a secret rotation both headers carry one signature per valid secret, newest first:
+comma-separated for `X-Moncreneau-Signature`, space-separated for `webhook-signature`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Mapping
+
+PREFIX = "whsec_"
+DEFAULT_TOLERANCE = 300
+
+
+class SignatureError(ValueError):
+    """A delivery's signature or timestamp does not verify; the message says why."""
+
+
+def generate_secret() -> str:
+    return PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _standard_key(secret: str) -> bytes:
+    raw = secret[len(PREFIX) :] if secret.startswith(PREFIX) else secret
+    return base64.b64decode(raw)
+
+
+def moncreneau_signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_standard_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_headers(
+    secrets_: Iterable[str], msg_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    keys = list(secrets_)
+    if not keys:
+        raise ValueError("at least one secret is needed to sign")
+    return {
+        "X-Moncreneau-Signature": ",".join(moncreneau_signature(k, body) for k in keys),
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(standard_signature(k, msg_id, timestamp, body) for k in keys),
+    }
+
+
+def verify(
+    body: bytes,
+    headers: Mapping[str, str],
+    secret: str,
+    *,
+    now: int,
+    tolerance: int = DEFAULT_TOLERANCE,
+) -> None:
+    """Check either scheme present in `headers`; raises `SignatureError` with the reason."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if "webhook-signature" in lowered:
+        msg_id = lowered.get("webhook-id", "")
+        raw_ts = lowered.get("webhook-timestamp", "")
+        offered = lowered["webhook-signature"].split()
+        expected = standard_signature(secret, msg_id, _timestamp(raw_ts, now, tolerance), body)
+    elif "x-moncreneau-signature" in lowered:
+        _timestamp(lowered.get("x-moncreneau-timestamp", ""), now, tolerance)
+        offered = [s.strip() for s in lowered["x-moncreneau-signature"].split(",")]
+        expected = moncreneau_signature(secret, body)
+    else:
+        raise SignatureError("no signature header")
+    if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
+        raise SignatureError("no signature matches this secret")
+
+
+def _timestamp(raw: str, now: int, tolerance: int) -> int:
+    try:
+        timestamp = int(raw)
+    except ValueError:
+        raise SignatureError(f"missing or invalid timestamp {raw!r}") from None
+    if abs(now - timestamp) > tolerance:
+        raise SignatureError(f"timestamp {timestamp} is more than {tolerance}s from now")
+    return timestamp
