@@ -1,0 +1,403 @@
+"""Concurrent HTTP clients and database sessions against the app on the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from moncreneau.app import create_app
+from moncreneau.auth import keys
+from moncreneau.db import make_engine, make_session_factory
+from moncreneau.models import AppointmentRow, EventRecord, IdempotencyRecord
+from moncreneau.outbox import store
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.postgres
+
+# Loopback only: never route the test's requests through a proxy from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def app(postgres_url: str) -> Iterator[Flask]:
+    """The app on PostgreSQL only: concurrent writers are what these tests are about."""
+    application = create_app(make_settings(postgres_url))
+    yield application
+    application.extensions["moncreneau"].sessions.kw["bind"].dispose()
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Client:
+    """A stdlib HTTP client for the live server, speaking JSON with one organization's key."""
+
+    base_url: str
+    key: str
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}/api/v1{path}",
+            data=data,
+            method=method,
+            headers={"X-API-Key": self.key, "Content-Type": "application/json", **(headers or {})},
+        )
+        try:
+            with _OPENER.open(request, timeout=60) as response:
+                return Reply(response.status, json.loads(response.read()), dict(response.headers))
+        except urllib.error.HTTPError as error:
+            with error:
+                return Reply(error.code, json.loads(error.read()), dict(error.headers))
+
+    def department(self, capacity: int, name: str = "Radiologie") -> int:
+        reply = self.call(
+            "POST",
+            "/departments",
+            {"name": name, "timezone": "Europe/Paris", "slotMinutes": 30, "capacity": capacity},
+        )
+        assert reply.status == 201, reply.body
+        department_id: int = reply.body["id"]
+        return department_id
+
+    def book(self, department_id: int, date_time: str, name: str = "Test") -> Reply:
+        return self.call(
+            "POST",
+            "/appointments",
+            {"departmentId": department_id, "dateTime": date_time, "name": name},
+        )
+
+
+@pytest.fixture
+def client(live_server: str, org: dict[str, Any]) -> Client:
+    return Client(live_server, org["apiKey"])
+
+
+def in_parallel(calls: list[Callable[[], T]]) -> list[T]:
+    """Run every call on its own thread, all released at once by a barrier."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], T]) -> T:
+        barrier.wait(timeout=30)
+        return call()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def slot(index: int, first: datetime = datetime(2026, 3, 2, 8, 0)) -> str:
+    """The local start of the index-th 30-minute slot after `first`."""
+    return (first + timedelta(minutes=30 * index)).isoformat()
+
+
+def assert_error_shape(reply: Reply, code: int) -> None:
+    assert reply.status == code, reply.body
+    assert reply.body["code"] == code
+    assert reply.body["status"] == HTTPStatus(code).phrase
+    assert isinstance(reply.body["message"], str) and reply.body["message"]
+
+
+def count(engine: Engine, *where: Any, table: Any = EventRecord) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(table).where(*where)) or 0
+
+
+Published = tuple[int, str, dict[str, Any]]
+
+
+def appointment_events(engine: Engine, appointment_id: int) -> list[Published]:
+    """(sequence, type, published object) of an appointment's events, in position order."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(EventRecord.sequence, EventRecord.type, EventRecord.object)
+            .where(EventRecord.appointment_id == appointment_id)
+            .order_by(EventRecord.position)
+        )
+        return [(r.sequence, r.type, r.object) for r in rows]
+
+
+def projection_version(engine: Engine, appointment_id: int) -> int:
+    with engine.connect() as conn:
+        version = conn.scalar(
+            select(AppointmentRow.version).where(AppointmentRow.id == appointment_id)
+        )
+    assert version is not None
+    return version
+
+
+# 1. Capacity under contention
+
+
+def test_sixty_parallel_bookings_of_one_slot_fill_exactly_its_capacity(
+    client: Client, engine: Engine
+) -> None:
+    department_id = client.department(capacity=3)
+
+    replies = in_parallel(
+        [lambda i=i: client.book(department_id, slot(0), f"Patient {i}") for i in range(60)]
+    )
+
+    created = [r for r in replies if r.status == 201]
+    assert len(created) == 3, sorted(r.status for r in replies)
+    for reply in replies:
+        if reply.status != 201:
+            assert_error_shape(reply, 409)
+    assert len({r.body["id"] for r in created}) == 3
+    assert count(engine, table=AppointmentRow) == 3
+    assert count(engine, EventRecord.type == "appointment.created") == 3
+    assert count(engine) == 3
+
+
+def test_fifty_parallel_reschedules_into_one_slot_move_exactly_its_capacity(
+    client: Client, engine: Engine
+) -> None:
+    department_id = client.department(capacity=2)
+    booked = in_parallel([lambda i=i: client.book(department_id, slot(i)) for i in range(50)])
+    assert [r.status for r in booked] == [201] * 50
+    target = datetime(2026, 3, 10, 10, 0)
+
+    replies = in_parallel(
+        [
+            lambda a=r.body["id"]: client.call(
+                "PATCH", f"/appointments/{a}", {"dateTime": target.isoformat()}
+            )
+            for r in booked
+        ]
+    )
+
+    moved = [r for r in replies if r.status == 200]
+    assert len(moved) == 2, sorted(r.status for r in replies)
+    for reply in replies:
+        if reply.status != 200:
+            assert_error_shape(reply, 409)
+    target_utc = target.replace(tzinfo=UTC) - timedelta(hours=1)  # Paris is UTC+1 in March
+    assert count(engine, AppointmentRow.starts_at == target_utc, table=AppointmentRow) == 2
+    assert {r.body["id"] for r in moved} == {
+        a.body["id"] for a in booked if projection_version(engine, a.body["id"]) == 2
+    }
+    assert count(engine, EventRecord.type == "appointment.updated") == 2
+
+
+# 2. Sequence conflicts on one appointment
+
+
+def _request_for(
+    action: str, client: Client, appointment_id: int, index: int, headers: dict[str, str]
+) -> Callable[[], Reply]:
+    if action == "patch":
+        return lambda: client.call(
+            "PATCH", f"/appointments/{appointment_id}", {"name": f"Name {index}"}, headers
+        )
+    return lambda: client.call("POST", f"/appointments/{appointment_id}/{action}", None, headers)
+
+
+@pytest.mark.parametrize("action", ["patch", "validate", "cancel"])
+def test_fifty_parallel_writes_with_the_same_if_match_let_exactly_one_through(
+    client: Client, engine: Engine, action: str
+) -> None:
+    department_id = client.department(capacity=1)
+    appointment_id = client.book(department_id, slot(0)).body["id"]
+
+    replies = in_parallel(
+        [_request_for(action, client, appointment_id, i, {"If-Match": '"1"'}) for i in range(50)]
+    )
+
+    statuses = sorted(r.status for r in replies)
+    assert statuses.count(200) == 1, statuses
+    for reply in replies:
+        if reply.status != 200:
+            assert reply.status in (409, 412), reply.body
+            assert_error_shape(reply, reply.status)
+    (winner,) = [r for r in replies if r.status == 200]
+    assert winner.body["version"] == 2
+    assert winner.headers["ETag"] == '"2"'
+    events = appointment_events(engine, appointment_id)
+    assert [sequence for sequence, _, _ in events] == [1, 2]
+    assert events[-1][2] == winner.body
+    assert projection_version(engine, appointment_id) == 2
+
+
+def test_parallel_patches_without_if_match_record_one_event_per_success_with_consecutive_versions(
+    client: Client, engine: Engine
+) -> None:
+    department_id = client.department(capacity=1)
+    appointment_id = client.book(department_id, slot(0)).body["id"]
+
+    replies = in_parallel([_request_for("patch", client, appointment_id, i, {}) for i in range(50)])
+
+    succeeded = [r for r in replies if r.status == 200]
+    for reply in replies:
+        if reply.status != 200:
+            assert_error_shape(reply, 409)
+    assert succeeded
+    events = appointment_events(engine, appointment_id)
+    sequences = [sequence for sequence, _, _ in events]
+    assert sequences == list(range(1, len(events) + 1))
+    assert len(events) == 1 + len(succeeded)
+    published = {sequence: obj for sequence, _, obj in events}
+    assert sorted(r.body["version"] for r in succeeded) == sequences[1:]
+    for reply in succeeded:
+        assert published[reply.body["version"]] == reply.body
+    assert projection_version(engine, appointment_id) == sequences[-1]
+
+
+# 3. The event log is read in commit order
+
+
+def test_a_polling_reader_sees_every_event_once_in_order_while_writers_append(
+    client: Client, engine: Engine, postgres_url: str
+) -> None:
+    writers, bookings_each = 8, 25
+    departments = [client.department(capacity=1, name=f"Service {w}") for w in range(writers)]
+    failures: list[Reply] = []
+    writing = threading.Event()
+    writing.set()
+
+    def write(department_id: int) -> None:
+        for i in range(bookings_each):
+            booked = client.book(department_id, slot(i))
+            if booked.status != 201:
+                failures.append(booked)
+                continue
+            changed = client.call(
+                "PATCH", f"/appointments/{booked.body['id']}", {"notes": f"note {i}"}
+            )
+            if changed.status != 200:
+                failures.append(changed)
+
+    reader_engine = make_engine(postgres_url)
+    sessions = make_session_factory(reader_engine)
+    seen: list[int] = []
+
+    def poll() -> int:
+        after = seen[-1] if seen else 0
+        with sessions() as session:
+            batch = store.read_after(session, after, 50)
+        seen.extend(record.position for record in batch)
+        return len(batch)
+
+    def read() -> None:
+        while writing.is_set():
+            poll()
+        while poll():
+            pass
+
+    try:
+        with ThreadPoolExecutor(max_workers=writers + 1) as pool:
+            reader = pool.submit(read)
+            for future in [pool.submit(write, d) for d in departments]:
+                future.result()
+            writing.clear()
+            reader.result()
+    finally:
+        reader_engine.dispose()
+
+    assert failures == []
+    with engine.connect() as conn:
+        every = list(conn.scalars(select(EventRecord.position).order_by(EventRecord.position)))
+    assert len(every) == writers * bookings_each * 2
+    assert seen == every
+
+
+def test_a_second_append_waits_for_the_first_transaction_to_commit(
+    app: Flask, engine: Engine
+) -> None:
+    sessions = make_session_factory(engine)
+    with sessions() as setup:
+        organization_id = keys.create_organization(setup, "Clinique Exemple")["id"]
+        setup.commit()
+
+    def append(session: Any, label: str) -> int:
+        record = store.append(
+            session,
+            organization_id=organization_id,
+            type="webhook.test",
+            occurred_at=datetime.now(UTC),
+            data={"label": label},
+            object={"label": label},
+        )
+        return record.position
+
+    first, second, reader = sessions(), sessions(), sessions()
+    try:
+        first_position = append(first, "A")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(append, second, "B")
+            with pytest.raises(TimeoutError):
+                pending.result(timeout=0.5)  # B is still waiting for A's lock
+            assert [e.position for e in store.read_after(reader, 0, 50)] == []
+            reader.rollback()
+
+            first.commit()
+            second_position = pending.result(timeout=10)
+        assert second_position > first_position
+        assert [e.position for e in store.read_after(reader, 0, 50)] == [first_position]
+        reader.rollback()
+
+        second.commit()
+        assert [e.position for e in store.read_after(reader, 0, 50)] == [
+            first_position,
+            second_position,
+        ]
+    finally:
+        for session in (first, second, reader):
+            session.rollback()
+            session.close()
+
+
+# 4. Idempotency under concurrency
+
+
+def test_fifty_parallel_posts_with_one_idempotency_key_book_once(
+    client: Client, engine: Engine
+) -> None:
+    # Room enough that only the key, not the slot's capacity, can stop a repeat.
+    department_id = client.department(capacity=100)
+    body = {"departmentId": department_id, "dateTime": slot(0), "name": "Test"}
+    headers = {"Idempotency-Key": "book-once-8f3a"}
+
+    replies = in_parallel(
+        [lambda: client.call("POST", "/appointments", body, headers) for _ in range(50)]
+    )
+
+    created = [r for r in replies if r.status == 201]
+    for reply in replies:
+        if reply.status != 201:
+            assert_error_shape(reply, 409)
+    assert created
+    assert all(r.body == created[0].body for r in created)
+    assert count(engine, table=AppointmentRow) == 1
+    assert count(engine) == 1
+    assert count(engine, table=IdempotencyRecord) == 1
+
+    again = client.call("POST", "/appointments", body, headers)
+    assert again.status == 201
+    assert again.body == created[0].body
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert count(engine, table=AppointmentRow) == 1
