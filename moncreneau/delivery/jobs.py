@@ -33,7 +33,7 @@ class DeliveryContext:
     @property
     def lease(self) -> timedelta:
         # Long enough for a full timeout of every request lined up behind one endpoint.
-        return timedelta(seconds=3 * self.settings.delivery_timeout + 30)
+        return timedelta(seconds=2 * self.settings.delivery_timeout + 5)
 
 
 _context: DeliveryContext | None = None

@@ -1,0 +1,147 @@
+"""Real `moncreneau relay` and `moncreneau worker` processes on PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+
+from moncreneau.app import create_app
+from moncreneau.config import Settings
+from tests import services
+from tests.conftest import make_settings
+from tests.receiver import Receiver, start_receiver
+
+SECRET_KEY = "e2e-secret-key"
+DELIVERY_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    problem = services.redis_problem()
+    if problem:
+        services.unavailable("Redis", problem)
+    return services.REDIS_URL
+
+
+@pytest.fixture
+def clean_redis(redis_url: str) -> redis.Redis:
+    connection = redis.Redis.from_url(redis_url)
+    connection.flushdb()
+    return connection
+
+
+def pipeline_env(database_url: str, redis_url: str | None, **extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MONCRENEAU_") and k not in
+        ("DATABASE_URL", "REDIS_URL")
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        MONCRENEAU_SECRET_KEY=SECRET_KEY,
+        MONCRENEAU_ALLOW_PRIVATE_URLS="true",
+        MONCRENEAU_RETRY_SCHEDULE="0,1,2",
+        MONCRENEAU_DELIVERY_TIMEOUT=str(DELIVERY_TIMEOUT),
+        MONCRENEAU_SWEEP_SECONDS="0.2",
+        MONCRENEAU_RELAY_POLL_SECONDS="0.02",
+        MONCRENEAU_LOG_LEVEL="WARNING",
+    )
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Processes:
+    env: dict[str, str]
+    log_dir: Path
+    running: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, command: str, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{command}-{len(self.running)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moncreneau", command, *args],
+            env={**self.env, **extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.running.append(process)
+        return process
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL: no cleanup, no flush, as a crash or an OOM kill would do."""
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted(self.log_dir.glob("*.log"))
+        )
+
+    def stop_all(self) -> None:
+        for process in self.running:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.running:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+def settings(postgres_url: str, clean_redis: redis.Redis, redis_url: str) -> Settings:
+    """The API in the test process shares the database and Redis with the processes."""
+    return make_settings(
+        postgres_url,
+        redis_url=redis_url,
+        secret_key=SECRET_KEY,
+        delivery_timeout=DELIVERY_TIMEOUT,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    application = create_app(settings)
+    yield application
+    application.extensions["moncreneau"].sessions.kw["bind"].dispose()
+
+
+@pytest.fixture
+def processes(
+    postgres_url: str, redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Processes]:
+    procs = Processes(pipeline_env(postgres_url, redis_url), tmp_path)
+    yield procs
+    procs.stop_all()
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        print(procs.logs())
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = start_receiver()
+    yield rec
+    rec.server.shutdown()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not reached within {timeout}s: {what}")

@@ -1,0 +1,132 @@
+"""A real HTTP receiver on 127.0.0.1 that records every request and answers as scripted."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str:
+        lowered = {k.lower(): v for k, v in self.headers.items()}
+        return lowered[name.lower()]
+
+
+# A behaviour gets the request and the handler; it answers through the handler itself.
+Behaviour = Callable[[Received, BaseHTTPRequestHandler], None]
+
+
+def answer(status: int, body: bytes = b"ok", headers: dict[str, str] | None = None) -> Behaviour:
+    def behave(_request: Received, handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return behave
+
+
+def sequence(*behaviours: Behaviour) -> Behaviour:
+    """The n-th request gets the n-th behaviour; the last one repeats."""
+    calls = {"n": 0}
+    lock = threading.Lock()
+
+    def behave(request: Received, handler: BaseHTTPRequestHandler) -> None:
+        with lock:
+            index = min(calls["n"], len(behaviours) - 1)
+            calls["n"] += 1
+        behaviours[index](request, handler)
+
+    return behave
+
+
+def hang(seconds: float) -> Behaviour:
+    def behave(_request: Received, _handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(seconds)
+
+    return behave
+
+
+@dataclass
+class Receiver:
+    server: ThreadingHTTPServer
+    received: list[Received] = field(default_factory=list)
+    behaviours: dict[str, Behaviour] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def on(self, path: str, behaviour: Behaviour) -> str:
+        self.behaviours["/" + path.lstrip("/")] = behaviour
+        return self.url(path)
+
+    def at(self, path: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if r.path == "/" + path.lstrip("/")]
+
+    def wait_for(
+        self, predicate: Callable[[list[Received]], bool], timeout: float = 30.0
+    ) -> list[Received]:
+        """Poll until `predicate(received)` holds; fails with what arrived otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                snapshot = list(self.received)
+            if predicate(snapshot):
+                return snapshot
+            time.sleep(0.05)
+        with self.lock:
+            got = [(r.path, r.headers.get("X-Moncreneau-Event")) for r in self.received]
+        raise AssertionError(f"receiver condition not met within {timeout}s; received {got}")
+
+
+def start_receiver() -> Receiver:
+    holder: list[Receiver] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            request = Received(self.path, dict(self.headers.items()), self.rfile.read(length),
+                               time.time())
+            receiver = holder[0]
+            with receiver.lock:
+                receiver.received.append(request)
+            behaviour = receiver.behaviours.get(self.path, answer(200))
+            try:
+                behaviour(request, self)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    receiver = Receiver(server)
+    holder.append(receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return receiver
