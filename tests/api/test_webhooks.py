@@ -1,0 +1,197 @@
+"""The subscriptions API: secrets shown once and encrypted, URL policy, test sends, rotation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from moncreneau.app import create_app
+from moncreneau.config import Settings
+from tests.conftest import Api, new_organization
+
+HOOK = {"url": "https://example.org/webhooks/moncreneau", "events": ["appointment.created"]}
+
+
+def _count(engine: Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def test_creating_a_webhook_shows_its_secret_once(api: Api) -> None:
+    created = api.post("/webhooks", HOOK)
+    assert created.status_code == 201
+    body = created.json
+    assert body["secret"].startswith("whsec_")
+    assert body["enabled"] is True
+    assert body["version"] == "2.0"
+    assert body["events"] == ["appointment.created"]
+    assert set(body) >= {"id", "url", "events", "enabled", "version", "createdAt", "secret"}
+
+    assert "secret" not in api.get(f"/webhooks/{body['id']}").json
+    assert all("secret" not in w for w in api.get("/webhooks").json["data"])
+
+
+def test_secrets_are_stored_encrypted(api: Api, engine: Engine) -> None:
+    secret = api.post("/webhooks", HOOK).json["secret"]
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT secret FROM webhook_subscriptions")).scalar_one()
+    assert secret not in stored
+    assert secret[len("whsec_") :] not in stored
+
+
+def test_a_webhook_pins_the_payload_version_it_asks_for(api: Api) -> None:
+    assert api.post("/webhooks", {**HOOK, "version": "1.0"}).json["version"] == "1.0"
+    refused = api.post("/webhooks", {**HOOK, "version": "3.0"})
+    assert refused.status_code == 422
+    assert "version" in refused.json["errors"]
+
+
+@pytest.mark.parametrize(
+    ("events", "status"),
+    [
+        (["*"], 201),
+        (["appointment.cancelled", "webhook.disabled"], 201),
+        ([], 422),
+        (["appointment.exploded"], 422),
+        (["webhook.test"], 422),
+        ("appointment.created", 422),
+    ],
+)
+def test_event_filters_are_checked(api: Api, events: Any, status: int) -> None:
+    response = api.post("/webhooks", {"url": HOOK["url"], "events": events})
+    assert response.status_code == status, response.json
+    if status == 422:
+        assert "events" in response.json["errors"]
+
+
+@pytest.fixture
+def strict_api(database_url: str) -> Api:
+    """Production policy: https to public addresses only."""
+    settings = Settings(database_url=database_url, secret_key="k", allow_private_urls=False)
+    app = create_app(settings)
+    return Api(app.test_client(), new_organization(app)["apiKey"])
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.org/hook",
+        "https://127.0.0.1/hook",
+        "https://localhost/hook",
+        "https://10.1.2.3/hook",
+        "https://192.168.0.10/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/hook",
+        "https://[fd00::1]/hook",
+        "ftp://example.org/hook",
+        "https://user:pass@example.org/hook",
+        "not a url",
+    ],
+)
+def test_without_the_operator_allowing_it_private_and_plain_http_urls_are_refused(
+    strict_api: Api, url: str
+) -> None:
+    response = strict_api.post("/webhooks", {"url": url, "events": ["*"]})
+    assert response.status_code == 422
+    assert response.json["errors"]["url"]
+    assert strict_api.get("/webhooks").json["data"] == []
+
+
+def test_the_operator_can_allow_loopback_http_urls(api: Api) -> None:
+    response = api.post("/webhooks", {"url": "http://127.0.0.1:9/hook", "events": ["*"]})
+    assert response.status_code == 201
+
+
+def test_patch_changes_only_what_is_sent_and_checks_it(api: Api) -> None:
+    hook = api.post("/webhooks", HOOK).json
+    changed = api.patch(
+        f"/webhooks/{hook['id']}", {"events": ["*"], "description": "all", "enabled": False}
+    )
+    assert changed.status_code == 200
+    assert (changed.json["events"], changed.json["description"]) == (["*"], "all")
+    assert changed.json["enabled"] is False
+    assert changed.json["url"] == HOOK["url"]
+    assert api.patch(f"/webhooks/{hook['id']}", {"url": "gopher://x"}).status_code == 422
+    assert api.patch(f"/webhooks/{hook['id']}", {"secret": "whsec_x"}).status_code == 422
+    assert api.get(f"/webhooks/{hook['id']}").json["url"] == HOOK["url"]
+
+
+def test_a_deleted_webhook_is_gone(api: Api) -> None:
+    hook = api.post("/webhooks", HOOK).json
+    assert api.delete(f"/webhooks/{hook['id']}").status_code == 204
+    assert api.get(f"/webhooks/{hook['id']}").status_code == 404
+    assert api.delete(f"/webhooks/{hook['id']}").status_code == 404
+    assert api.get("/webhooks").json["data"] == []
+
+
+def test_a_test_send_creates_one_delivery_of_a_webhook_test_event(api: Api, engine: Engine) -> None:
+    hook = api.post("/webhooks", {**HOOK, "events": ["*"]}).json
+    sent = api.post(f"/webhooks/{hook['id']}/test")
+    assert sent.status_code == 202
+    delivery_id = sent.json["deliveryId"]
+    assert delivery_id.startswith("msg_")
+    delivery = api.get(f"/webhooks/{hook['id']}/deliveries/{delivery_id}").json
+    assert delivery["eventType"] == "webhook.test"
+    assert delivery["payload"]["type"] == "webhook.test"
+    assert delivery["payload"]["id"] == sent.json["eventId"]
+    assert delivery["status"] in ("pending", "succeeded", "failed")
+    assert _count(engine, "deliveries") == 1
+
+
+def test_rotating_the_secret_returns_a_new_one_with_a_grace_period(api: Api) -> None:
+    hook = api.post("/webhooks", HOOK).json
+    rotated = api.post(f"/webhooks/{hook['id']}/rotate-secret")
+    assert rotated.status_code == 200
+    assert rotated.json["secret"].startswith("whsec_")
+    assert rotated.json["secret"] != hook["secret"]
+    assert rotated.json["previousSecretExpiresAt"] is not None
+
+
+def test_another_organizations_webhooks_are_invisible(app: Flask, api: Api) -> None:
+    hook = api.post("/webhooks", HOOK).json
+    other = Api(app.test_client(), new_organization(app, "Other")["apiKey"])
+    not_found = other.get(f"/webhooks/{hook['id']}")
+    assert not_found.status_code == 404
+    for call in (
+        other.patch(f"/webhooks/{hook['id']}", {"enabled": False}),
+        other.delete(f"/webhooks/{hook['id']}"),
+        other.post(f"/webhooks/{hook['id']}/test"),
+        other.post(f"/webhooks/{hook['id']}/rotate-secret"),
+        other.get(f"/webhooks/{hook['id']}/deliveries"),
+    ):
+        assert call.status_code == 404
+        assert call.json == not_found.json | {"message": call.json["message"]}
+    assert other.get("/webhooks").json["data"] == []
+    assert api.get(f"/webhooks/{hook['id']}").json["enabled"] is True
+
+
+def test_a_delivery_of_another_webhook_is_not_found_under_this_one(api: Api) -> None:
+    first = api.post("/webhooks", HOOK).json
+    second = api.post("/webhooks", HOOK).json
+    sent = api.post(f"/webhooks/{first['id']}/test").json
+    assert api.get(f"/webhooks/{second['id']}/deliveries/{sent['deliveryId']}").status_code == 404
+    retry = api.post(f"/webhooks/{second['id']}/deliveries/{sent['deliveryId']}/retry")
+    assert retry.status_code == 404
+
+
+def test_replay_needs_a_window_with_offsets(api: Api) -> None:
+    hook = api.post("/webhooks", HOOK).json
+    naive = api.post(
+        f"/webhooks/{hook['id']}/replay",
+        {"from": "2026-01-01T00:00:00", "to": "2026-01-02T00:00:00"},
+    )
+    assert naive.status_code == 422
+    backwards = api.post(
+        f"/webhooks/{hook['id']}/replay",
+        {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+    )
+    assert backwards.status_code == 422
+    empty = api.post(
+        f"/webhooks/{hook['id']}/replay",
+        {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
+    )
+    assert (empty.status_code, empty.json) == (202, {"count": 0, "deliveryIds": []})
