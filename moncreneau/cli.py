@@ -164,6 +164,22 @@ def api_command(host: str, port: int, workers: int) -> None:
     serve(host, port, workers)
 
 
+@cli.command("listen")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8001, show_default=True, type=int)
+@click.option(
+    "--secret",
+    envvar="MONCRENEAU_WEBHOOK_SECRET",
+    default=None,
+    help="The webhook's whsec_ secret, to verify signatures.",
+)
+def listen_command(host: str, port: int, secret: str | None) -> None:
+    """Receive deliveries locally, verify them and print one line each."""
+    from moncreneau.listen import serve
+
+    serve(host, port, secret, lambda line: click.echo(line))
+
+
 @cli.group("db")
 def db_group() -> None:
     """Database schema."""

@@ -66,21 +66,26 @@ def verify(
     now: int,
     tolerance: int = DEFAULT_TOLERANCE,
 ) -> None:
-    """Check either scheme present in `headers`; raises `SignatureError` with the reason."""
+    """Check every signature scheme present in `headers`; raises `SignatureError` saying why."""
     lowered = {k.lower(): v for k, v in headers.items()}
+    checked = False
     if "webhook-signature" in lowered:
-        msg_id = lowered.get("webhook-id", "")
-        raw_ts = lowered.get("webhook-timestamp", "")
-        offered = lowered["webhook-signature"].split()
-        expected = standard_signature(secret, msg_id, _timestamp(raw_ts, now, tolerance), body)
-    elif "x-moncreneau-signature" in lowered:
+        timestamp = _timestamp(lowered.get("webhook-timestamp", ""), now, tolerance)
+        expected = standard_signature(secret, lowered.get("webhook-id", ""), timestamp, body)
+        _match(expected, lowered["webhook-signature"].split(), "webhook-signature")
+        checked = True
+    if "x-moncreneau-signature" in lowered:
         _timestamp(lowered.get("x-moncreneau-timestamp", ""), now, tolerance)
         offered = [s.strip() for s in lowered["x-moncreneau-signature"].split(",")]
-        expected = moncreneau_signature(secret, body)
-    else:
+        _match(moncreneau_signature(secret, body), offered, "X-Moncreneau-Signature")
+        checked = True
+    if not checked:
         raise SignatureError("no signature header")
+
+
+def _match(expected: str, offered: list[str], header: str) -> None:
     if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
-        raise SignatureError("no signature matches this secret")
+        raise SignatureError(f"{header} does not match this secret")
 
 
 def _timestamp(raw: str, now: int, tolerance: int) -> int:
