@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import text
 
 from tests.conftest import Api, new_organization
 from tests.e2e.conftest import Processes, wait_until
@@ -66,10 +67,10 @@ def test_booking_rescheduling_and_cancelling_reach_the_receiver_signed_and_versi
 
     log = wait_until(
         lambda: (
-            page := api.get(f"/webhooks/{everything['id']}/deliveries").json["data"]
-        )
-        and all(d["status"] == "succeeded" for d in page)
-        and page,
+            (page := api.get(f"/webhooks/{everything['id']}/deliveries").json["data"])
+            and all(d["status"] == "succeeded" for d in page)
+            and page
+        ),
         what="every delivery recorded as succeeded",
     )
     assert len(log) == 4
@@ -95,3 +96,42 @@ def test_another_organizations_events_never_reach_a_subscription(
     test_send = other.post(f"/webhooks/{mine['id']}/test")
     assert test_send.status_code == 404
     assert receiver.at("other") == []
+
+
+def test_several_relays_and_workers_deliver_each_event_once_per_subscription(
+    api: Api,
+    department: dict[str, Any],
+    receiver: Receiver,
+    processes: Processes,
+    engine: Any,
+) -> None:
+    for _ in range(3):
+        processes.start("relay")
+    for _ in range(2):
+        processes.start("worker")
+    hook = api.post("/webhooks", {"url": receiver.url("many"), "events": ["*"]}).json
+    booked = []
+    for minute in range(0, 600, 30):
+        made = api.post(
+            "/appointments",
+            {
+                "departmentId": department["id"],
+                "dateTime": f"2026-03-0{1 + minute // 300}T{8 + (minute % 300) // 60:02d}:"
+                f"{minute % 60:02d}:00",
+                "name": f"P{minute}",
+            },
+        )
+        assert made.status_code == 201, made.json
+        booked.append(made.json["id"])
+    events = {e["id"] for e in api.get("/events?limit=200").json["data"]}
+    assert len(events) == len(booked)
+
+    got = receiver.wait_for(lambda r: {x.json["id"] for x in r} >= events)
+    for request in got:
+        assert_verified(request, hook["secret"])
+    with engine.connect() as conn:
+        per_event = conn.execute(
+            text("SELECT event_id, count(*) FROM deliveries GROUP BY event_id")
+        ).all()
+    assert len(per_event) == len(events)
+    assert all(count == 1 for _event, count in per_event)
