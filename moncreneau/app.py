@@ -9,6 +9,7 @@ from flask import Flask
 from moncreneau import errors, web
 from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory
+from moncreneau.fields import MAX_ID, IdConverter
 
 API_DESCRIPTION = """\
 Book appointments and follow every change through signed webhooks.
@@ -95,7 +96,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from moncreneau.health import blp as health
     from moncreneau.webhooks.routes import blp as webhooks
 
+    app.url_map.converters["id"] = IdConverter
     api = errors.MonCreneauApi(app)
+    api.register_converter(
+        IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+    )
     runtime.api = api
     for blueprint in (departments, appointments, events, webhooks):
         api.register_blueprint(blueprint)

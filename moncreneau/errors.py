@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 from flask_smorest import Api
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from moncreneau.domain.errors import Conflict, DomainError, Invalid, NotFound, PreconditionFailed
@@ -76,6 +76,9 @@ def domain_error_response(error: DomainError) -> Response:
 
 
 def database_error_response(error: DBAPIError) -> Response:
+    if isinstance(error, DataError):
+        # Input the schemas let through but the database cannot store: still the caller's.
+        return error_response(422, "A value is out of range or cannot be stored.")
     if isinstance(error, IntegrityError):
         return error_response(
             409, "The request conflicts with a concurrent change; read the resource and retry."
@@ -110,6 +113,10 @@ class MonCreneauApi(Api):
 def register(app: Flask) -> None:
     app.register_error_handler(DomainError, domain_error_response)
     app.register_error_handler(DBAPIError, database_error_response)
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(_error: RecursionError) -> Response:
+        return error_response(400, "The JSON body is nested too deeply.")
 
     @app.errorhandler(Exception)
     def _unhandled(error: Exception) -> Response:

@@ -42,7 +42,7 @@ def _fingerprint() -> str:
     raw = request.get_data(cache=True)
     try:
         body: Any = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
-    except ValueError:
+    except (ValueError, RecursionError):
         body = raw.decode("latin-1")
     return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
 

@@ -18,12 +18,15 @@ def encode_cursor(kind: str, after: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(kind: str, cursor: str) -> int:
+def decode_cursor(kind: str, cursor: str, maximum: int = 2**31 - 1) -> int:
+    """The position a cursor names; `maximum` is the largest key the list's column holds."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data: Any = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         after = data["a"]
         if data["k"] != kind or not isinstance(after, int) or isinstance(after, bool):
+            raise ValueError
+        if not 0 <= after <= maximum:
             raise ValueError
     except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error):
         raise Invalid.field("cursor", "Not a valid cursor for this list.") from None

@@ -18,6 +18,7 @@ from moncreneau.config import Settings
 from moncreneau.db import write_session
 from moncreneau.delivery.queueing import DeliveryQueue, make_queue
 from moncreneau.errors import database_error_response, error_response
+from moncreneau.fields import Text
 from moncreneau.pagination import Page
 from moncreneau.secretbox import SecretBox, resolve_key
 
@@ -174,25 +175,13 @@ def install(app: Flask) -> None:
     app.teardown_request(_close)
 
 
-class StrictInteger(ma.fields.Integer):
-    """An integer that refuses booleans and numeric strings."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(strict=True, **kwargs)
-
-    def _validated(self, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise self.make_error("invalid")
-        return super()._validated(value)
-
-
 class PageArgs(ma.Schema):
     limit = ma.fields.Integer(
         load_default=50,
         validate=ma.validate.Range(min=1, max=200),
         metadata={"description": "Page size, 1 to 200 (default 50)."},
     )
-    cursor = ma.fields.String(
+    cursor = Text(
         load_default=None,
         validate=ma.validate.Length(max=500),
         metadata={"description": "The `nextCursor` of the previous page."},

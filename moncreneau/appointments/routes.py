@@ -15,6 +15,7 @@ from moncreneau.appointments.schemas import (
     AppointmentCreate,
     AppointmentQuery,
     CancelBody,
+    NoBody,
 )
 from moncreneau.events.schemas import EventPage
 from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
@@ -98,7 +99,7 @@ class Appointments(MethodView):
         return appointment, 201, etag(appointment)
 
 
-@blp.route("/<int:appointment_id>")
+@blp.route("/<id:appointment_id>")
 class AppointmentById(MethodView):
     @blp.response(200, Appointment, headers=ETAG_HEADER)
     def get(self, appointment_id: int) -> Any:
@@ -124,33 +125,28 @@ class AppointmentById(MethodView):
 
 
 def _lifecycle(action: str, event: str) -> type[MethodView]:
-    def post(self: MethodView, appointment_id: int, body: dict[str, Any] | None = None) -> Any:
+    def post(self: MethodView, body: dict[str, Any], appointment_id: int) -> Any:
         appointment = service.transition(
             session(),
             organization_id(),
             appointment_id,
             action,
             expected_version(),
-            (body or {}).get("reason"),
+            body.get("reason"),
         )
         return appointment, 200, etag(appointment)
 
     post.__doc__ = f"{action.capitalize()} an appointment\n\nEmits `{event}`."
-    view = post
     if action == "cancel":
-
-        def cancel(self: MethodView, body: dict[str, Any], appointment_id: int) -> Any:
-            return post(self, appointment_id, body)
-
-        cancel.__doc__ = post.__doc__ + ' The body is optional: `{"reason": "..."}`.'
-        view = blp.arguments(CancelBody, required=False)(cancel)
+        post.__doc__ += ' The body is optional: `{"reason": "..."}`.'
+    view = blp.arguments(CancelBody if action == "cancel" else NoBody, required=False)(post)
     view = blp.alt_response(412, description="If-Match named an older version.")(view)
     view = blp.alt_response(409, description="Not allowed from the current status.")(view)
     view = blp.response(200, Appointment, headers=ETAG_HEADER)(view)
     view = blp.doc(**IF_MATCH_DOC)(blp.doc(**IDEMPOTENCY_DOC)(view))
     view = idempotent(view)
     cls = type(f"Appointment{action.capitalize()}", (MethodView,), {"post": view})
-    return blp.route(f"/<int:appointment_id>/{action}")(cls)
+    return blp.route(f"/<id:appointment_id>/{action}")(cls)
 
 
 AppointmentValidate = _lifecycle("validate", "appointment.validated")
@@ -158,7 +154,7 @@ AppointmentComplete = _lifecycle("complete", "appointment.completed")
 AppointmentCancel = _lifecycle("cancel", "appointment.cancelled")
 
 
-@blp.route("/<int:appointment_id>/events")
+@blp.route("/<id:appointment_id>/events")
 class AppointmentEvents(MethodView):
     @blp.response(200, EventPage)
     def get(self, appointment_id: int) -> Any:

@@ -6,7 +6,7 @@ import marshmallow as ma
 
 from moncreneau.departments.schemas import not_blank
 from moncreneau.domain.appointments import Status
-from moncreneau.web import StrictInteger
+from moncreneau.fields import MAX_ID, DateTime, Id, StrictInteger, Text
 
 DATE_TIME_HELP = (
     "ISO 8601 start time. Without an offset it is local time in the department's time zone; "
@@ -15,15 +15,18 @@ DATE_TIME_HELP = (
 
 
 class _Contact(ma.Schema):
-    name = ma.fields.String(validate=[ma.validate.Length(min=1, max=200), not_blank])
+    name = Text(validate=[ma.validate.Length(min=1, max=200), not_blank])
     email = ma.fields.Email(allow_none=True, validate=ma.validate.Length(max=254))
-    phone = ma.fields.String(
+    phone = Text(
         allow_none=True,
-        validate=ma.validate.Regexp(
-            r"^\+?[0-9 ().-]{3,40}$", error="Not a phone number (digits, spaces, + ( ) . -)."
-        ),
+        validate=[
+            ma.validate.Length(max=40),
+            ma.validate.Regexp(
+                r"^\+?[0-9 ().-]{3,39}$", error="Not a phone number (digits, spaces, + ( ) . -)."
+            ),
+        ],
     )
-    notes = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=2000))
+    notes = Text(allow_none=True, validate=ma.validate.Length(max=2000))
     duration_minutes = StrictInteger(
         data_key="durationMinutes",
         validate=ma.validate.Range(min=1, max=1440),
@@ -32,32 +35,36 @@ class _Contact(ma.Schema):
 
 
 class AppointmentCreate(_Contact):
-    department_id = StrictInteger(
-        data_key="departmentId", required=True, validate=ma.validate.Range(min=1)
-    )
-    date_time = ma.fields.DateTime(
+    department_id = Id(data_key="departmentId", required=True)
+    date_time = DateTime(
         data_key="dateTime",
         required=True,
         metadata={"description": DATE_TIME_HELP, "example": "2026-02-01T10:00:00"},
     )
-    name = ma.fields.String(required=True, validate=[ma.validate.Length(min=1, max=200), not_blank])
+    name = Text(required=True, validate=[ma.validate.Length(min=1, max=200), not_blank])
 
 
 class AppointmentChange(_Contact):
-    date_time = ma.fields.DateTime(data_key="dateTime", metadata={"description": DATE_TIME_HELP})
+    date_time = DateTime(data_key="dateTime", metadata={"description": DATE_TIME_HELP})
+
+
+class NoBody(ma.Schema):
+    """Validate and complete take no fields; a body, if any, must be an empty JSON object."""
 
 
 class CancelBody(ma.Schema):
-    reason = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=500))
+    reason = Text(allow_none=True, validate=ma.validate.Length(max=500))
 
 
 class AppointmentQuery(ma.Schema):
     status = ma.fields.Enum(Status, by_value=True)
-    department_id = ma.fields.Integer(data_key="departmentId", validate=ma.validate.Range(min=1))
-    starts_from = ma.fields.DateTime(
+    department_id = ma.fields.Integer(
+        data_key="departmentId", validate=ma.validate.Range(min=1, max=MAX_ID)
+    )
+    starts_from = DateTime(
         data_key="from", metadata={"description": "Starts at or after (no offset means UTC)."}
     )
-    starts_before = ma.fields.DateTime(
+    starts_before = DateTime(
         data_key="to", metadata={"description": "Starts before (no offset means UTC)."}
     )
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from moncreneau.clock import iso_utc, utcnow
 from moncreneau.delivery.store import DEAD, FAILED, OPEN, PENDING
 from moncreneau.domain.errors import Conflict, NotFound
+from moncreneau.fields import is_public_id
 from moncreneau.models import Delivery, DeliveryAttempt
 from moncreneau.pagination import Page, decode_cursor
 from moncreneau.webhooks.service import find as find_subscription
@@ -51,10 +52,10 @@ def represent_attempt(attempt: DeliveryAttempt) -> dict[str, Any]:
 
 def _find(session: Session, organization_id: int, webhook_id: int, delivery_id: str) -> Delivery:
     find_subscription(session, organization_id, webhook_id)
-    delivery = session.scalar(
+    delivery = is_public_id(delivery_id, "msg") and session.scalar(
         select(Delivery).where(Delivery.id == delivery_id, Delivery.subscription_id == webhook_id)
     )
-    if delivery is None:
+    if not delivery:
         raise NotFound(f"No delivery {delivery_id!r} for webhook {webhook_id}.")
     return delivery
 
@@ -89,7 +90,7 @@ def list_page(
     if status:
         query = query.where(Delivery.status == status)
     if cursor:
-        query = query.where(Delivery.seq < decode_cursor("deliveries", cursor))
+        query = query.where(Delivery.seq < decode_cursor("deliveries", cursor, 2**63 - 1))
     rows = list(session.scalars(query.order_by(Delivery.seq.desc()).limit(limit + 1)))
     return Page.of(rows, limit, "deliveries", "seq", [represent(d) for d in rows])
 

@@ -36,7 +36,7 @@ class Departments(MethodView):
         return service.create(session(), organization_id(), service.NewDepartment(**body))
 
 
-@blp.route("/<int:department_id>")
+@blp.route("/<id:department_id>")
 class DepartmentById(MethodView):
     @blp.response(200, Department)
     def get(self, department_id: int) -> Any:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from moncreneau.web import StrictInteger, page_schema
+from moncreneau.fields import StrictInteger, Text
+from moncreneau.web import page_schema
 
 
 def not_blank(value: str) -> None:
@@ -13,8 +14,8 @@ def not_blank(value: str) -> None:
 
 
 class DepartmentCreate(ma.Schema):
-    name = ma.fields.String(required=True, validate=[ma.validate.Length(min=1, max=200), not_blank])
-    timezone = ma.fields.String(
+    name = Text(required=True, validate=[ma.validate.Length(min=1, max=200), not_blank])
+    timezone = Text(
         required=True,
         validate=ma.validate.Length(min=1, max=64),
         metadata={"description": "IANA time zone, e.g. `Europe/Paris`.", "example": "Europe/Paris"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import zoneinfo
 from dataclasses import dataclass
 from functools import cache
@@ -18,7 +19,10 @@ from moncreneau.pagination import Page, decode_cursor
 
 @cache
 def _zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    # The IANA list shipped by `tzdata`, not the system folder, which also holds files such
+    # as `localtime` and `posixrules` that are no zone names.
+    names = importlib.resources.files("tzdata").joinpath("zones").read_text().split()
+    return frozenset(names) - {"Factory"}
 
 
 def zone(name: str) -> zoneinfo.ZoneInfo:

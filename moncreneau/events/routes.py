@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from moncreneau.domain.errors import NotFound
 from moncreneau.events.schemas import Event, EventPage, EventQuery
+from moncreneau.fields import is_public_id
 from moncreneau.models import EventRecord
 from moncreneau.outbox import store
 from moncreneau.pagination import Page, decode_cursor
@@ -29,7 +30,7 @@ class Events(MethodView):
         Resume after the last event you processed with `cursor`: events appear in the order
         they were committed, and a later page never misses one committed meanwhile.
         """
-        after = decode_cursor("events", args["cursor"]) if args["cursor"] else 0
+        after = decode_cursor("events", args["cursor"], 2**63 - 1) if args["cursor"] else 0
         limit = args["limit"]
         types = [args["type"]] if args.get("type") else None
         rows = store.read_after(
@@ -44,11 +45,11 @@ class EventById(MethodView):
     @blp.response(200, Event)
     def get(self, event_id: str) -> Any:
         """Get an event"""
-        record = session().scalar(
+        record = is_public_id(event_id, "evt") and session().scalar(
             select(EventRecord).where(
                 EventRecord.id == event_id, EventRecord.organization_id == organization_id()
             )
         )
-        if record is None:
+        if not record:
             raise NotFound(f"No event with id {event_id!r}.")
         return envelope_v1(record)

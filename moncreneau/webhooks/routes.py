@@ -62,7 +62,7 @@ class Webhooks(MethodView):
         return service.create(session(), organization_id(), new, rt.box, rt.settings)
 
 
-@blp.route("/<int:webhook_id>")
+@blp.route("/<id:webhook_id>")
 class WebhookById(MethodView):
     @blp.response(200, Webhook)
     def get(self, webhook_id: int) -> Any:
@@ -82,7 +82,7 @@ class WebhookById(MethodView):
         return None
 
 
-@blp.route("/<int:webhook_id>/test")
+@blp.route("/<id:webhook_id>/test")
 class WebhookTest(MethodView):
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
@@ -94,7 +94,7 @@ class WebhookTest(MethodView):
         return sent
 
 
-@blp.route("/<int:webhook_id>/rotate-secret")
+@blp.route("/<id:webhook_id>/rotate-secret")
 class WebhookRotateSecret(MethodView):
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
@@ -110,7 +110,7 @@ class WebhookRotateSecret(MethodView):
         return service.rotate_secret(session(), organization_id(), webhook_id, rt.box, grace)
 
 
-@blp.route("/<int:webhook_id>/deliveries")
+@blp.route("/<id:webhook_id>/deliveries")
 class Deliveries(MethodView):
     @blp.arguments(DeliveryQuery, location="query")
     @blp.response(200, DeliveryPage)
@@ -127,7 +127,7 @@ class Deliveries(MethodView):
         return page_response(page)
 
 
-@blp.route("/<int:webhook_id>/deliveries/<string:delivery_id>")
+@blp.route("/<id:webhook_id>/deliveries/<string:delivery_id>")
 class DeliveryById(MethodView):
     @blp.response(200, DeliveryDetail)
     def get(self, webhook_id: int, delivery_id: str) -> Any:
@@ -135,7 +135,7 @@ class DeliveryById(MethodView):
         return delivery_log.get(session(), organization_id(), webhook_id, delivery_id)
 
 
-@blp.route("/<int:webhook_id>/deliveries/<string:delivery_id>/retry")
+@blp.route("/<id:webhook_id>/deliveries/<string:delivery_id>/retry")
 class DeliveryRetry(MethodView):
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
@@ -153,7 +153,7 @@ class DeliveryRetry(MethodView):
         return delivery_log.get(db, organization_id(), webhook_id, delivery_id)
 
 
-@blp.route("/<int:webhook_id>/replay")
+@blp.route("/<id:webhook_id>/replay")
 class WebhookReplay(MethodView):
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)

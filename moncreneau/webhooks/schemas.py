@@ -5,6 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 
 from moncreneau.delivery.store import DEAD, FAILED, PENDING, SUCCEEDED
+from moncreneau.fields import AwareDateTime, Text
 from moncreneau.web import PageArgs, page_schema
 from moncreneau.webhooks import payloads
 from moncreneau.webhooks.service import SUBSCRIBABLE
@@ -18,7 +19,7 @@ VERSION_HELP = (
 class _Events(ma.fields.List):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(
-            ma.fields.String(validate=ma.validate.Length(min=1, max=64)),
+            Text(validate=ma.validate.Length(min=1, max=64)),
             validate=ma.validate.Length(min=1, max=50),
             metadata={"description": EVENTS_HELP, "example": ["appointment.created"]},
             **kwargs,  # type: ignore[arg-type]
@@ -26,13 +27,13 @@ class _Events(ma.fields.List):
 
 
 class WebhookCreate(ma.Schema):
-    url = ma.fields.String(
+    url = Text(
         required=True,
         validate=ma.validate.Length(min=1, max=2048),
         metadata={"example": "https://example.org/webhooks/moncreneau"},
     )
     events = _Events(required=True)
-    description = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=500))
+    description = Text(allow_none=True, validate=ma.validate.Length(max=500))
     version = ma.fields.String(
         load_default=payloads.LATEST,
         validate=ma.validate.OneOf(payloads.VERSIONS),
@@ -42,9 +43,9 @@ class WebhookCreate(ma.Schema):
 
 
 class WebhookChange(ma.Schema):
-    url = ma.fields.String(validate=ma.validate.Length(min=1, max=2048))
+    url = Text(validate=ma.validate.Length(min=1, max=2048))
     events = _Events()
-    description = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=500))
+    description = Text(allow_none=True, validate=ma.validate.Length(max=500))
     version = ma.fields.String(
         validate=ma.validate.OneOf(payloads.VERSIONS), metadata={"description": VERSION_HELP}
     )
@@ -124,8 +125,8 @@ class DeliveryQuery(PageArgs):
 
 
 class ReplayRequest(ma.Schema):
-    since = ma.fields.AwareDateTime(data_key="from", required=True)
-    until = ma.fields.AwareDateTime(data_key="to", required=True)
+    since = AwareDateTime(data_key="from", required=True)
+    until = AwareDateTime(data_key="to", required=True)
     statuses = ma.fields.List(
         ma.fields.String(validate=ma.validate.OneOf((FAILED, DEAD))),
         load_default=[FAILED, DEAD],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from flask import Flask
@@ -26,8 +27,7 @@ def test_every_api_route_is_documented_with_its_methods(app: Flask) -> None:
             ("/api/v1/openapi.json", "/api/v1/docs")
         ):
             continue
-        path = rule.rule.replace("<int:", "{").replace("<string:", "{").replace("<", "{")
-        path = path.replace(">", "}")
+        path = re.sub(r"<(?:\w+(?:\([^)]*\))?:)?(\w+)>", r"{\1}", rule.rule)
         assert path in spec["paths"], f"{rule.rule} is not in the spec"
         for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
             assert method.lower() in spec["paths"][path], f"{method} {rule.rule} undocumented"

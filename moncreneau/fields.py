@@ -1,0 +1,78 @@
+"""Request fields that refuse what storage cannot hold: NUL characters, ids past 32 bits, dates
+whose UTC instant falls off the calendar."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import marshmallow as ma
+from werkzeug.routing import IntegerConverter
+
+MAX_ID = 2**31 - 1
+# Dates are stored as UTC instants; these bounds keep every offset conversion in range.
+MIN_YEAR, MAX_YEAR = 1900, 2999
+
+
+class Text(ma.fields.String):
+    """A string without NUL characters (PostgreSQL text cannot hold them)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        result = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in result:
+            raise ma.ValidationError("Must not contain NUL characters.")
+        return result
+
+
+class StrictInteger(ma.fields.Integer):
+    """An integer that refuses booleans and numeric strings."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+def Id(**kwargs: Any) -> StrictInteger:
+    return StrictInteger(validate=ma.validate.Range(min=1, max=MAX_ID), **kwargs)
+
+
+class DateTime(ma.fields.DateTime):
+    """ISO 8601; the year must lie in [1900, 2999] so that its UTC instant exists."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        result: datetime = super()._deserialize(value, attr, data, **kwargs)
+        if not MIN_YEAR <= result.year <= MAX_YEAR:
+            raise ma.ValidationError(f"The year must be between {MIN_YEAR} and {MAX_YEAR}.")
+        if result.tzinfo is not None:
+            result.astimezone(UTC)
+        return result
+
+
+class AwareDateTime(DateTime):
+    """A DateTime that must carry an offset."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        result = super()._deserialize(value, attr, data, **kwargs)
+        if result.tzinfo is None:
+            raise ma.ValidationError("Must include an offset, e.g. Z or +01:00.")
+        return result
+
+
+class IdConverter(IntegerConverter):
+    """`<id:name>` in routes: a positive 32-bit integer; anything else matches no route (404)."""
+
+    def __init__(self, map: Any) -> None:
+        super().__init__(map, min=1, max=MAX_ID)
+
+
+PUBLIC_ID = re.compile(r"^[a-z]{3}_[0-9a-z]{26}$")
+
+
+def is_public_id(value: str, prefix: str) -> bool:
+    """Whether `value` could be one of our ids (`evt_...`, `msg_...`) before asking storage."""
+    return value.startswith(f"{prefix}_") and PUBLIC_ID.match(value) is not None
