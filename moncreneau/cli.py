@@ -138,7 +138,7 @@ def worker_command(burst: bool) -> None:
     url = _require_redis()
     rt = _runtime()
     context = jobs.install(rt.settings, rt.sessions)
-    queue = rq_queue(url)
+    queue = rq_queue(url, rt.settings.queue_name)
     # SimpleWorker runs jobs in this process, so the dispatcher's requests in flight and
     # pooled connections outlive each job instead of dying with a forked child.
     worker = SimpleWorker([queue], connection=queue.connection, serializer=JSONSerializer)

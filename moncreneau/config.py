@@ -74,6 +74,7 @@ class Settings:
     # events claimed per relay transaction; deliveries per queued job
     relay_batch: int = 500
     job_batch: int = 100
+    queue_name: str = "moncreneau-deliveries"
     relay_poll_seconds: float = 0.05
     sweep_seconds: float = 1.0
     testing: bool = False
@@ -115,6 +116,7 @@ class Settings:
             ),
             relay_batch=_int("MONCRENEAU_RELAY_BATCH", get("MONCRENEAU_RELAY_BATCH", "500"), 1),
             job_batch=_int("MONCRENEAU_JOB_BATCH", get("MONCRENEAU_JOB_BATCH", "100"), 1),
+            queue_name=get("MONCRENEAU_QUEUE_NAME") or "moncreneau-deliveries",
             relay_poll_seconds=_float(
                 "MONCRENEAU_RELAY_POLL_SECONDS", get("MONCRENEAU_RELAY_POLL_SECONDS", "0.05")
             ),

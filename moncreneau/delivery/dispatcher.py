@@ -30,6 +30,8 @@ from moncreneau.webhooks.service import record_disabled
 
 log = logging.getLogger(__name__)
 
+# A failing endpoint keeps at least this many requests in flight, to notice its recovery.
+MIN_ENDPOINT_LIMIT = 2
 # Settlements are written together: at most this many, at most this often.
 FLUSH_SIZE = 500
 FLUSH_SECONDS = 0.02
@@ -41,8 +43,19 @@ def now_utc() -> datetime:
 
 @dataclass
 class _Endpoint:
+    """One webhook's share of the process: how many may be in flight, and who waits."""
+
+    limit: int
     in_flight: int = 0
     backlog: deque[Claimed] = field(default_factory=deque)
+
+    def learn(self, response: sender.Response, ceiling: int) -> None:
+        # An endpoint that times out or refuses connections holds its slots for nothing:
+        # halve its share, and win it back one success at a time.
+        if response.status_code is None:
+            self.limit = max(MIN_ENDPOINT_LIMIT, self.limit // 2)
+        elif self.limit < ceiling:
+            self.limit += 1
 
 
 def request_headers(claimed: Claimed, timestamp: int) -> dict[str, str]:
@@ -185,11 +198,12 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="send")
         self._slots = threading.BoundedSemaphore(settings.worker_concurrency)
         self._endpoints: dict[int, _Endpoint] = {}
+        # limits learnt from past requests outlive the endpoint's idle moments
+        self._limits: dict[int, int] = {}
         self._lock = threading.Lock()
         self._http = sender.make_pool_manager(settings.endpoint_concurrency)
         self.recorder = Recorder(sessions, settings)
-        # a waiting line behind a busy endpoint, so that it stays busy without a round trip
-        self._backlog_limit = settings.endpoint_concurrency
+        self._ceiling = settings.endpoint_concurrency
 
     @property
     def in_flight(self) -> int:
@@ -201,9 +215,14 @@ class Dispatcher:
         overflow: list[Claimed] = []
         for item in items:
             with self._lock:
-                endpoint = self._endpoints.setdefault(item.subscription_id, _Endpoint())
-                if endpoint.in_flight >= self._settings.endpoint_concurrency:
-                    if len(endpoint.backlog) < self._backlog_limit:
+                endpoint = self._endpoints.get(item.subscription_id)
+                if endpoint is None:
+                    limit = self._limits.get(item.subscription_id, self._ceiling)
+                    endpoint = self._endpoints[item.subscription_id] = _Endpoint(limit)
+                if endpoint.in_flight >= endpoint.limit:
+                    # One round of waiting at most, so a queued delivery never outlives its
+                    # lease (two timeouts): the rest goes back to the database for later.
+                    if len(endpoint.backlog) < endpoint.limit:
                         endpoint.backlog.append(item)
                     else:
                         overflow.append(item)
@@ -217,20 +236,23 @@ class Dispatcher:
     def _run(self, item: Claimed | None) -> None:
         try:
             while item is not None:
-                self._send(item)
+                response = self._send(item)
                 with self._lock:
-                    endpoint = self._endpoints[item.subscription_id]
-                    if endpoint.backlog:
+                    key = item.subscription_id
+                    endpoint = self._endpoints[key]
+                    endpoint.learn(response, self._ceiling)
+                    self._limits[key] = endpoint.limit
+                    if endpoint.backlog and endpoint.in_flight <= endpoint.limit:
                         item = endpoint.backlog.popleft()
                     else:
                         endpoint.in_flight -= 1
                         if not endpoint.in_flight:
-                            del self._endpoints[item.subscription_id]
+                            del self._endpoints[key]
                         item = None
         finally:
             self._slots.release()
 
-    def _send(self, item: Claimed) -> None:
+    def _send(self, item: Claimed) -> sender.Response:
         started = now_utc()
         try:
             body = item.body
@@ -244,6 +266,7 @@ class Dispatcher:
                 None, f"internal error: {error.__class__.__name__}", None, None, 0
             )
         self.recorder.add(outcome(item, response, started, self._settings))
+        return response
 
     def drain(self, timeout: float) -> bool:
         """Wait for what is in flight to finish and be recorded."""

@@ -15,7 +15,6 @@ from moncreneau.queue import redis_connection
 
 log = logging.getLogger(__name__)
 
-QUEUE_NAME = "moncreneau-deliveries"
 JOB = "moncreneau.delivery.jobs.deliver"
 
 
@@ -34,7 +33,7 @@ class RedisQueue:
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url
         self._batch = settings.job_batch
-        self.queue = rq_queue(settings.redis_url)
+        self.queue = rq_queue(settings.redis_url, settings.queue_name)
 
     def enqueue(self, delivery_ids: list[str]) -> None:
         if not delivery_ids:
@@ -68,8 +67,8 @@ def _logged(function: object, ids: list[str]) -> None:
         log.exception("delivering %d deliveries failed", len(ids))
 
 
-def rq_queue(redis_url: str) -> Queue:
-    return Queue(QUEUE_NAME, connection=redis_connection(redis_url), serializer=JSONSerializer)
+def rq_queue(redis_url: str, name: str) -> Queue:
+    return Queue(name, connection=redis_connection(redis_url), serializer=JSONSerializer)
 
 
 def make_queue(settings: Settings) -> DeliveryQueue:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +42,17 @@ def clean_redis(redis_url: str) -> redis.Redis:
     return connection
 
 
+@pytest.fixture
+def queue_name() -> str:
+    """A queue of this test's own, so that no other run's worker takes its jobs."""
+    return f"moncreneau-test-{uuid.uuid4().hex[:12]}"
+
+
 def pipeline_env(database_url: str, redis_url: str | None, **extra: str) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith("MONCRENEAU_") and k not in
-        ("DATABASE_URL", "REDIS_URL")
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MONCRENEAU_") and k not in ("DATABASE_URL", "REDIS_URL")
     }
     env.update(
         DATABASE_URL=database_url,
@@ -102,11 +110,14 @@ class Processes:
 
 
 @pytest.fixture
-def settings(postgres_url: str, clean_redis: redis.Redis, redis_url: str) -> Settings:
+def settings(
+    postgres_url: str, clean_redis: redis.Redis, redis_url: str, queue_name: str
+) -> Settings:
     """The API in the test process shares the database and Redis with the processes."""
     return make_settings(
         postgres_url,
         redis_url=redis_url,
+        queue_name=queue_name,
         secret_key=SECRET_KEY,
         delivery_timeout=DELIVERY_TIMEOUT,
     )
@@ -121,9 +132,14 @@ def app(settings: Settings) -> Iterator[Flask]:
 
 @pytest.fixture
 def processes(
-    postgres_url: str, redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+    postgres_url: str,
+    redis_url: str,
+    queue_name: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Processes]:
-    procs = Processes(pipeline_env(postgres_url, redis_url), tmp_path)
+    env = pipeline_env(postgres_url, redis_url, MONCRENEAU_QUEUE_NAME=queue_name)
+    procs = Processes(env, tmp_path)
     yield procs
     procs.stop_all()
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
