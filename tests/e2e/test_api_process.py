@@ -1,0 +1,52 @@
+"""`moncreneau api` serves the API under gunicorn on PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from typing import Any
+
+from flask import Flask
+
+from tests.conftest import new_organization
+from tests.e2e.conftest import Processes, wait_until
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _get(url: str, key: str | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers={"X-API-Key": key} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_the_api_process_is_ready_and_answers_with_keys(app: Flask, processes: Processes) -> None:
+    port = _free_port()
+    processes.start("api", "--port", str(port), "--workers", "2")
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> Any:
+        try:
+            return _get(f"{base}/readyz")
+        except OSError:
+            return None
+
+    status, body = wait_until(ready, what="gunicorn answering /readyz")
+    assert (status, body["checks"]) == (200, {"database": "ok", "redis": "ok"})
+    key = new_organization(app)["apiKey"]
+    assert _get(f"{base}/api/v1/departments", key) == (
+        200,
+        {"data": [], "nextCursor": None, "hasMore": False},
+    )
+    status, error = _get(f"{base}/api/v1/departments")
+    assert status == 401
+    assert error["code"] == 401
