@@ -28,7 +28,7 @@ API_PREFIX = "/api/v1"
 PUBLIC_PATHS = (f"{API_PREFIX}/openapi.json", f"{API_PREFIX}/docs")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json$")
-_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
+_ENTITY_TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
 
 
 @dataclass
@@ -92,13 +92,25 @@ def organization_id() -> int:
     return org
 
 
-def expected_version() -> int | None:
-    """The version named by If-Match; a value that names no version can never match."""
+def expected_versions() -> frozenset[int] | None:
+    """The versions If-Match accepts (RFC 9110: any listed strong tag); None for no condition.
+
+    A weak tag (`W/"3"`) or a value that is no list of tags matches nothing.
+    """
     raw = request.headers.get("If-Match")
     if raw is None or raw.strip() == "*":
         return None
-    match = _IF_MATCH.match(raw)
-    return int(match.group(1)) if match else -1
+    versions: set[int] = set()
+    position = 0
+    while position < len(raw):
+        match = _ENTITY_TAG.match(raw, position)
+        if match is None or match.end() == position:
+            return frozenset()
+        weak, tag = match.groups()
+        if not weak and tag.isdigit() and len(tag) < 10:
+            versions.add(int(tag))
+        position = match.end()
+    return frozenset(versions)
 
 
 def etag(resource: dict[str, Any]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from moncreneau.pagination import Page
 from moncreneau.web import (
     PageArgs,
     etag,
-    expected_version,
+    expected_versions,
     organization_id,
     page_response,
     page_schema,
@@ -119,7 +119,7 @@ class AppointmentById(MethodView):
         changes nothing emits nothing.
         """
         appointment = service.change(
-            session(), organization_id(), appointment_id, body, expected_version()
+            session(), organization_id(), appointment_id, body, expected_versions()
         )
         return appointment, 200, etag(appointment)
 
@@ -131,7 +131,7 @@ def _lifecycle(action: str, event: str) -> type[MethodView]:
             organization_id(),
             appointment_id,
             action,
-            expected_version(),
+            expected_versions(),
             body.get("reason"),
         )
         return appointment, 200, etag(appointment)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -160,11 +161,12 @@ def _save(session: Session, appointment: Appointment, tz: ZoneInfo, expected: in
     appointment.pending_events.clear()
 
 
-def _check_precondition(appointment: Appointment, expected_version: int | None) -> None:
-    if expected_version is not None and expected_version != appointment.version:
+def _check_precondition(appointment: Appointment, expected: Collection[int] | None) -> None:
+    if expected is not None and appointment.version not in expected:
+        named = ", ".join(f'"{v}"' for v in sorted(expected)) or "no strong version tag"
         raise PreconditionFailed(
-            f"Appointment {appointment.id} is at version {appointment.version}, "
-            f"not {expected_version}."
+            f'Appointment {appointment.id} is at version "{appointment.version}"; '
+            f"If-Match named {named}."
         )
 
 
@@ -200,11 +202,11 @@ def change(
     organization_id: int,
     appointment_id: int,
     values: dict[str, Any],
-    expected_version: int | None = None,
+    expected_versions: Collection[int] | None = None,
 ) -> dict[str, Any]:
     """Reschedule (`date_time`) or change contact details; a no-op records no event."""
     appointment = _load(session, organization_id, appointment_id)
-    _check_precondition(appointment, expected_version)
+    _check_precondition(appointment, expected_versions)
     values = dict(values)
     department: Department | None = None
     if "date_time" in values:
@@ -229,12 +231,12 @@ def transition(
     organization_id: int,
     appointment_id: int,
     action: str,
-    expected_version: int | None = None,
+    expected_versions: Collection[int] | None = None,
     reason: str | None = None,
 ) -> dict[str, Any]:
     """`validate`, `complete` or `cancel`; an illegal move is a Conflict and records nothing."""
     appointment = _load(session, organization_id, appointment_id)
-    _check_precondition(appointment, expected_version)
+    _check_precondition(appointment, expected_versions)
     before = appointment.version
     now = utcnow()
     if action == "validate":

@@ -8,11 +8,14 @@ lock admits one at a time, and (event, subscription) is unique among deliveries.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import defaultdict
+from typing import Any
 
+import psycopg
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -92,6 +95,43 @@ def sweep(sessions: sessionmaker[Session], limit: int = 5000) -> list[str]:
     return ids
 
 
+class Waker:
+    """Waits for new events: woken by PostgreSQL NOTIFY on commit, else by polling."""
+
+    def __init__(self, sessions: sessionmaker[Session], poll: float) -> None:
+        bind = sessions.kw["bind"]
+        self._url = (
+            bind.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            if bind.dialect.name == "postgresql"
+            else None
+        )
+        self._poll = poll
+        self._connection: psycopg.Connection[Any] | None = None
+
+    def wait(self, stop: threading.Event, limit: float) -> None:
+        """Until new events may be there, or `limit` seconds at most."""
+        if self._url is None:
+            stop.wait(min(self._poll, limit))
+            return
+        try:
+            if self._connection is None:
+                self._connection = psycopg.connect(self._url, autocommit=True)
+                self._connection.execute(f"LISTEN {store.CHANNEL}")
+            # A notification that arrived while the relay was busy is waiting here already.
+            for _ in self._connection.notifies(timeout=limit, stop_after=1):
+                pass
+        except psycopg.Error:
+            log.warning("relay lost its LISTEN connection; polling until it is back")
+            self.close()
+            stop.wait(min(self._poll, limit))
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._connection.close()
+            self._connection = None
+
+
 def run(
     sessions: sessionmaker[Session],
     settings: Settings,
@@ -99,6 +139,20 @@ def run(
     stop: threading.Event,
 ) -> None:
     """Relay and sweep until `stop` is set; survives a database or Redis outage."""
+    waker = Waker(sessions, settings.relay_poll_seconds)
+    try:
+        _loop(sessions, settings, queue, stop, waker)
+    finally:
+        waker.close()
+
+
+def _loop(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    queue: DeliveryQueue,
+    stop: threading.Event,
+    waker: Waker,
+) -> None:
     last_sweep = 0.0
     pause = 0.5
     while not stop.is_set():
@@ -115,4 +169,7 @@ def run(
             pause = min(pause * 2, 10.0)
             continue
         if read < settings.relay_batch:
-            stop.wait(settings.relay_poll_seconds)
+            # Polling stays the safety net: the sweep's cadence bounds every wait.
+            until_sweep = last_sweep + settings.sweep_seconds - time.monotonic()
+            if until_sweep > 0:
+                waker.wait(stop, until_sweep)

@@ -12,6 +12,9 @@ from sqlalchemy.orm import Session
 from moncreneau.ids import new_id
 from moncreneau.models import EventRecord
 
+# Relays LISTEN on this channel to wake as soon as events commit.
+CHANNEL = "moncreneau_events"
+
 
 def lock_log(session: Session) -> None:
     """Serialize appends until commit, so that positions become visible in increasing order.
@@ -51,6 +54,9 @@ def append(
     )
     session.add(record)
     session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        # Delivered when the transaction commits (once, however many events it appends).
+        session.execute(text(f"NOTIFY {CHANNEL}"))
     return record
 
 

@@ -39,3 +39,17 @@ def test_booking_rescheduling_and_cancelling_leaves_a_matching_event_history(
     ]
     assert history[1]["data"]["previousAttributes"] == {"dateTime": "2026-02-01T10:00:00+01:00"}
     assert history[-1]["data"]["object"] == api.get(f"/appointments/{appointment['id']}").json
+
+
+def test_a_weak_entity_tag_never_satisfies_if_match(api: Api, department: dict[str, Any]) -> None:
+    made = api.post(
+        "/appointments",
+        {"departmentId": department["id"], "dateTime": "2026-02-01T10:00:00", "name": "Test"},
+    ).json
+    weak = api.patch(f"/appointments/{made['id']}", {"name": "B"}, headers={"If-Match": 'W/"1"'})
+    assert weak.status_code == 412
+    listed = api.patch(
+        f"/appointments/{made['id']}", {"name": "B"}, headers={"If-Match": 'W/"1", "1"'}
+    )
+    assert listed.status_code == 200
+    assert listed.json["version"] == 2
