@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import click
@@ -97,8 +98,8 @@ def run_command(host: str, port: int) -> None:
     rt = _runtime()
     settings = rt.settings
     # The same relay and delivery job as the production processes, fed by a thread.
-    rt._queue = InlineQueue(settings)
-    jobs.install(settings, rt.sessions)
+    context = jobs.install(settings, rt.sessions)
+    rt._queue = InlineQueue(settings, partial(jobs.deliver_with, context))
     stop = threading.Event()
     threading.Thread(
         target=relay.run, args=(rt.sessions, settings, rt.queue, stop), name="relay", daemon=True

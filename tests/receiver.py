@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -64,6 +65,58 @@ def hang(seconds: float) -> Behaviour:
     return behave
 
 
+def drip(head: bytes, tail: bytes, every: float, ended: list[float] | None = None) -> Behaviour:
+    """Raw bytes: `head` at once, then `tail` one byte every `every` seconds.
+
+    When the client hangs up, the drip stops and the time goes to `ended`.
+    """
+
+    def behave(_request: Received, handler: BaseHTTPRequestHandler) -> None:
+        try:
+            handler.wfile.write(head)
+            handler.wfile.flush()
+            for byte in tail:
+                time.sleep(every)
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+        except OSError:
+            if ended is not None:
+                ended.append(time.time())
+        handler.close_connection = True
+
+    return behave
+
+
+def stream(
+    size: int,
+    status: int = 200,
+    chunk_size: int = 64 * 1024,
+    written: list[int] | None = None,
+) -> Behaviour:
+    """Answer `status` with a `size`-byte body written chunk by chunk, never all in memory.
+
+    How many bytes went out before the client hung up (or all of them) goes to `written`.
+    """
+    chunk = b"x" * chunk_size
+
+    def behave(_request: Received, handler: BaseHTTPRequestHandler) -> None:
+        sent = 0
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", "text/plain")
+            handler.send_header("Content-Length", str(size))
+            handler.end_headers()
+            while sent < size:
+                piece = chunk[: min(chunk_size, size - sent)]
+                handler.wfile.write(piece)
+                sent += len(piece)
+        finally:
+            if written is not None:
+                written.append(sent)
+
+    return behave
+
+
 @dataclass
 class Receiver:
     server: ThreadingHTTPServer
@@ -102,7 +155,8 @@ class Receiver:
         raise AssertionError(f"receiver condition not met within {timeout}s; received {got}")
 
 
-def start_receiver() -> Receiver:
+def start_receiver(port: int = 0) -> Receiver:
+    """Listen on `port` (0: any free one)."""
     holder: list[Receiver] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -110,21 +164,20 @@ def start_receiver() -> Receiver:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            request = Received(self.path, dict(self.headers.items()), self.rfile.read(length),
-                               time.time())
+            request = Received(
+                self.path, dict(self.headers.items()), self.rfile.read(length), time.time()
+            )
             receiver = holder[0]
             with receiver.lock:
                 receiver.received.append(request)
             behaviour = receiver.behaviours.get(self.path, answer(200))
-            try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 behaviour(request, self)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
 
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     receiver = Receiver(server)
     holder.append(receiver)

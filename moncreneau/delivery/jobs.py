@@ -88,7 +88,10 @@ def deliver(delivery_ids: list[str]) -> int:
     Returns how many were claimed. Attempts are recorded as they finish; a worker that dies
     meanwhile leaves leases that expire, and the sweeper queues those deliveries again.
     """
-    ctx = context()
+    return deliver_with(context(), delivery_ids)
+
+
+def deliver_with(ctx: DeliveryContext, delivery_ids: list[str]) -> int:
     with write_session(ctx.sessions) as db:
         claimed = claim(db, delivery_ids, now_utc(), ctx.lease)
         claimed = _address(db, ctx, claimed) if claimed else []

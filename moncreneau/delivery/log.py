@@ -16,6 +16,7 @@ from moncreneau.fields import is_public_id
 from moncreneau.models import Delivery, DeliveryAttempt
 from moncreneau.pagination import Page, decode_cursor
 from moncreneau.webhooks.service import find as find_subscription
+from moncreneau.webhooks.service import find_enabled
 
 
 def _when(value: datetime | None) -> str | None:
@@ -50,8 +51,10 @@ def represent_attempt(attempt: DeliveryAttempt) -> dict[str, Any]:
     }
 
 
-def _find(session: Session, organization_id: int, webhook_id: int, delivery_id: str) -> Delivery:
-    find_subscription(session, organization_id, webhook_id)
+def _find(
+    session: Session, organization_id: int, webhook_id: int, delivery_id: str, *, sending: bool
+) -> Delivery:
+    (find_enabled if sending else find_subscription)(session, organization_id, webhook_id)
     delivery = is_public_id(delivery_id, "msg") and session.scalar(
         select(Delivery).where(Delivery.id == delivery_id, Delivery.subscription_id == webhook_id)
     )
@@ -63,7 +66,7 @@ def _find(session: Session, organization_id: int, webhook_id: int, delivery_id: 
 def get(
     session: Session, organization_id: int, webhook_id: int, delivery_id: str
 ) -> dict[str, Any]:
-    delivery = _find(session, organization_id, webhook_id, delivery_id)
+    delivery = _find(session, organization_id, webhook_id, delivery_id, sending=False)
     attempts = session.scalars(
         select(DeliveryAttempt)
         .where(DeliveryAttempt.delivery_seq == delivery.seq)
@@ -99,7 +102,7 @@ def retry(
     session: Session, organization_id: int, webhook_id: int, delivery_id: str
 ) -> dict[str, Any]:
     """Send it again now; a dead or succeeded delivery gets one more attempt."""
-    delivery = _find(session, organization_id, webhook_id, delivery_id)
+    delivery = _find(session, organization_id, webhook_id, delivery_id, sending=True)
     now = utcnow()
     if delivery.locked_until is not None and delivery.locked_until > now:
         raise Conflict(f"Delivery {delivery_id} is being sent right now; retry once it settles.")
@@ -122,7 +125,7 @@ def replay(
     statuses: tuple[str, ...] = (FAILED, DEAD),
 ) -> list[str]:
     """Schedule every delivery in `statuses` created in [since, until) for one more attempt now."""
-    find_subscription(session, organization_id, webhook_id)
+    find_enabled(session, organization_id, webhook_id)
     now = utcnow()
     ids = list(
         session.scalars(

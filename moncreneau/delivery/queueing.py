@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -48,23 +48,28 @@ class RedisQueue:
 class InlineQueue:
     """Embedded mode: the same job, run by one background thread of this process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, deliver: Callable[[list[str]], int]) -> None:
         self._batch = settings.job_batch
+        self._deliver = deliver
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="deliver")
 
     def enqueue(self, delivery_ids: list[str]) -> None:
-        from moncreneau.delivery.jobs import deliver
-
         for chunk in chunks(delivery_ids, self._batch):
-            self._executor.submit(_logged, deliver, chunk)
+            self._executor.submit(self._run, chunk)
+
+    def _run(self, ids: list[str]) -> None:
+        try:
+            self._deliver(ids)
+        except Exception:
+            # The deliveries stay due in the database; the sweeper queues them again.
+            log.exception("delivering %d deliveries failed", len(ids))
 
 
-def _logged(function: object, ids: list[str]) -> None:
-    try:
-        function(ids)  # type: ignore[operator]
-    except Exception:
-        # The deliveries stay due in the database; the sweeper queues them again.
-        log.exception("delivering %d deliveries failed", len(ids))
+class SweeperOnly:
+    """An API without Redis queues nothing: the relay's sweeper picks deliveries up."""
+
+    def enqueue(self, delivery_ids: list[str]) -> None:
+        return None
 
 
 def rq_queue(redis_url: str, name: str) -> Queue:
@@ -72,4 +77,4 @@ def rq_queue(redis_url: str, name: str) -> Queue:
 
 
 def make_queue(settings: Settings) -> DeliveryQueue:
-    return RedisQueue(settings) if settings.redis_url else InlineQueue(settings)
+    return RedisQueue(settings) if settings.redis_url else SweeperOnly()

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from moncreneau.clock import iso_utc, utcnow
 from moncreneau.config import Settings
 from moncreneau.delivery import store as deliveries
-from moncreneau.domain.errors import Invalid, NotFound
+from moncreneau.domain.errors import Conflict, Invalid, NotFound
 from moncreneau.domain.events import APPOINTMENT_EVENT_TYPES
 from moncreneau.models import EventRecord, WebhookSubscription
 from moncreneau.outbox import store
@@ -82,6 +82,17 @@ def secrets_of(subscription: WebhookSubscription, box: SecretBox, now: datetime)
     if subscription.previous_secret and expires and expires > now:
         return (current, box.open(subscription.previous_secret))
     return (current,)
+
+
+def find_enabled(session: Session, organization_id: int, webhook_id: int) -> WebhookSubscription:
+    """A webhook that deliveries can be sent to now; a disabled one is a Conflict."""
+    subscription = find(session, organization_id, webhook_id)
+    if not subscription.enabled:
+        raise Conflict(
+            f"Webhook {webhook_id} is disabled ({subscription.disabled_reason or 'by request'}); "
+            'enable it with PATCH {"enabled": true} first.'
+        )
+    return subscription
 
 
 def find(session: Session, organization_id: int, webhook_id: int) -> WebhookSubscription:
@@ -186,7 +197,7 @@ def send_test(
     session: Session, organization_id: int, webhook_id: int, settings: Settings
 ) -> dict[str, Any]:
     """Append a `webhook.test` event and one delivery of it, to this endpoint only."""
-    subscription = find(session, organization_id, webhook_id)
+    subscription = find_enabled(session, organization_id, webhook_id)
     now = utcnow()
     event = store.append(
         session,
@@ -201,7 +212,7 @@ def send_test(
         },
     )
     budget = len(settings.retry_schedule) + 1
-    row = deliveries.new_delivery_row(event, subscription, now, budget)
+    row = deliveries.new_delivery_row(event, subscription, now, budget, queued=False)
     ids = deliveries.insert_ignoring_duplicates(session, [row])
     return {"deliveryId": ids[0], "eventId": event.id, "webhookId": subscription.id}
 

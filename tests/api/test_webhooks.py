@@ -195,3 +195,30 @@ def test_replay_needs_a_window_with_offsets(api: Api) -> None:
         {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
     )
     assert (empty.status_code, empty.json) == (202, {"count": 0, "deliveryIds": []})
+
+
+def test_a_disabled_webhook_refuses_test_sends_retries_and_replays_until_enabled(
+    api: Api,
+) -> None:
+    hook = api.post("/webhooks", HOOK).json
+    sent = api.post(f"/webhooks/{hook['id']}/test").json
+    api.patch(f"/webhooks/{hook['id']}", {"enabled": False})
+    window = {"from": "2020-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z"}
+    for call in (
+        api.post(f"/webhooks/{hook['id']}/test"),
+        api.post(f"/webhooks/{hook['id']}/deliveries/{sent['deliveryId']}/retry"),
+        api.post(f"/webhooks/{hook['id']}/replay", window),
+    ):
+        assert call.status_code == 409
+        assert "disabled" in call.json["message"]
+    api.patch(f"/webhooks/{hook['id']}", {"enabled": True})
+    assert api.post(f"/webhooks/{hook['id']}/test").status_code == 202
+
+
+def test_an_api_without_redis_sends_nothing_itself(api: Api, engine: Engine) -> None:
+    hook = api.post("/webhooks", HOOK).json
+    api.post(f"/webhooks/{hook['id']}/test")
+    with engine.connect() as conn:
+        attempts = conn.execute(text("SELECT count(*) FROM delivery_attempts")).scalar_one()
+        status = conn.execute(text("SELECT status FROM deliveries")).scalar_one()
+    assert (attempts, status) == (0, "pending")
