@@ -99,7 +99,7 @@ def run_command(host: str, port: int) -> None:
     settings = rt.settings
     # The same relay and delivery job as the production processes, fed by a thread.
     context = jobs.install(settings, rt.sessions)
-    rt._queue = InlineQueue(settings, partial(jobs.deliver_with, context))
+    rt.queue = InlineQueue(settings, partial(jobs.deliver_with, context))
     stop = threading.Event()
     threading.Thread(
         target=relay.run, args=(rt.sessions, settings, rt.queue, stop), name="relay", daemon=True

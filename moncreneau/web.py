@@ -54,6 +54,10 @@ class Runtime:
             self._queue = make_queue(self.settings)
         return self._queue
 
+    @queue.setter
+    def queue(self, queue: DeliveryQueue) -> None:
+        self._queue = queue
+
 
 def runtime() -> Runtime:
     rt: Runtime = current_app.extensions["moncreneau"]

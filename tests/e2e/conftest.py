@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 import redis
-from flask import Flask
 
-from moncreneau.app import create_app
 from moncreneau.config import Settings
 from tests import services
 from tests.conftest import make_settings
@@ -121,13 +119,6 @@ def settings(
         secret_key=SECRET_KEY,
         delivery_timeout=DELIVERY_TIMEOUT,
     )
-
-
-@pytest.fixture
-def app(settings: Settings) -> Iterator[Flask]:
-    application = create_app(settings)
-    yield application
-    application.extensions["moncreneau"].sessions.kw["bind"].dispose()
 
 
 @pytest.fixture
