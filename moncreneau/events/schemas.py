@@ -7,7 +7,7 @@ import marshmallow as ma
 from moncreneau.domain.events import APPOINTMENT_EVENT_TYPES
 from moncreneau.web import PageArgs, page_schema
 
-EVENT_TYPES = (*APPOINTMENT_EVENT_TYPES, "webhook.test")
+EVENT_TYPES = (*APPOINTMENT_EVENT_TYPES, "webhook.test", "webhook.disabled")
 
 
 class EventData(ma.Schema):

@@ -222,3 +222,13 @@ def test_an_api_without_redis_sends_nothing_itself(api: Api, engine: Engine) -> 
         attempts = conn.execute(text("SELECT count(*) FROM delivery_attempts")).scalar_one()
         status = conn.execute(text("SELECT status FROM deliveries")).scalar_one()
     assert (attempts, status) == (0, "pending")
+
+
+@pytest.mark.parametrize("kind", ["webhook.test", "webhook.disabled", "appointment.created"])
+def test_the_event_log_filters_on_every_event_type(api: Api, kind: str) -> None:
+    hook = api.post("/webhooks", HOOK).json
+    api.post(f"/webhooks/{hook['id']}/test")
+    listed = api.get(f"/events?type={kind}")
+    assert listed.status_code == 200
+    assert {e["type"] for e in listed.json["data"]} <= {kind}
+    assert len(listed.json["data"]) == (1 if kind == "webhook.test" else 0)
