@@ -33,6 +33,7 @@ class _Watchdog:
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, socket.socket]] = []
         self._done: set[int] = set()
+        self._cut: set[int] = set()
         self._lock = threading.Condition()
         self._counter = 0
         self._thread: threading.Thread | None = None
@@ -50,7 +51,14 @@ class _Watchdog:
 
     def done(self, token: int) -> None:
         with self._lock:
-            self._done.add(token)
+            if token in self._cut:
+                self._cut.discard(token)
+            else:
+                self._done.add(token)
+
+    def was_cut(self, token: int) -> bool:
+        with self._lock:
+            return token in self._cut
 
     def _run(self) -> None:
         while True:
@@ -66,6 +74,7 @@ class _Watchdog:
                 if token in self._done:
                     self._done.discard(token)
                     continue
+                self._cut.add(token)
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
@@ -79,9 +88,15 @@ class _DeadlineMixin:
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         # Watched until `post` has read what it wants of the body, not just the headers.
         deadline: float | None = getattr(_deadline, "value", None)
+        token = None
         if deadline and self.sock is not None:
-            _deadline.token = _watchdog.watch(self.sock, deadline)
-        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+            token = _deadline.token = _watchdog.watch(self.sock, deadline)
+        response = super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        if token is not None and _watchdog.was_cut(token):
+            # http.client takes the closed socket for the end of the headers: a status
+            # line that came alone is no answer.
+            raise TimeoutError("the deadline passed while the response headers were read")
+        return response
 
 
 class _DeadlineHTTPConnection(_DeadlineMixin, HTTPConnection):

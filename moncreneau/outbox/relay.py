@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -90,7 +91,8 @@ def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[int
 def sweep(sessions: sessionmaker[Session], limit: int = 5000) -> list[str]:
     """Deliveries that are due and held by no queue or worker (retries, lost jobs)."""
     with write_session(sessions) as db:
-        ids = deliveries.due_for_queue(db, utcnow(), limit)
+        # Not `utcnow()`: a retry due in half a second must not wait for the next whole one.
+        ids = deliveries.due_for_queue(db, datetime.now(UTC), limit)
         db.commit()
     return ids
 
