@@ -67,7 +67,8 @@ def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[int
             )
         ):
             subscribers[subscription.organization_id].append(subscription)
-        now = utcnow()
+        # Full precision: replay windows select deliveries by creation time.
+        now = datetime.now(UTC)
         budget = len(settings.retry_schedule) + 1
         rows = []
         for event in events:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -212,7 +212,7 @@ def send_test(
         },
     )
     budget = len(settings.retry_schedule) + 1
-    row = deliveries.new_delivery_row(event, subscription, now, budget, queued=False)
+    row = deliveries.new_delivery_row(event, subscription, datetime.now(UTC), budget, queued=False)
     ids = deliveries.insert_ignoring_duplicates(session, [row])
     return {"deliveryId": ids[0], "eventId": event.id, "webhookId": subscription.id}
 
