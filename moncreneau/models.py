@@ -133,6 +133,8 @@ class WebhookSubscription(Base):
     events: Mapped[list[str]] = mapped_column(JsonDoc)
     description: Mapped[str | None] = mapped_column(String(500))
     version: Mapped[str] = mapped_column(String(16))
+    # "full", or "thin": no personal data in the payloads
+    payload: Mapped[str] = mapped_column(String(8), server_default="full")
     enabled: Mapped[bool] = mapped_column(Boolean)
     secret: Mapped[str] = mapped_column(Text)
     previous_secret: Mapped[str | None] = mapped_column(Text)

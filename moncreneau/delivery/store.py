@@ -37,7 +37,9 @@ def new_delivery_row(
         "event_id": event.id,
         "event_type": event.type,
         "payload_version": subscription.version,
-        "body": body if body is not None else payloads.render(event, subscription.version),
+        "body": body
+        if body is not None
+        else payloads.render(event, subscription.version, subscription.payload),
         "status": PENDING,
         "attempts": 0,
         "attempt_budget": budget,

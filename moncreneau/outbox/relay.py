@@ -72,15 +72,15 @@ def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[int
         budget = len(settings.retry_schedule) + 1
         rows = []
         for event in events:
-            bodies: dict[str, str] = {}
+            bodies: dict[tuple[str, str], str] = {}
             for subscription in subscribers[event.organization_id]:
                 if not wants(subscription, event.type):
                     continue
-                version = subscription.version
-                if version not in bodies:
-                    bodies[version] = payloads.render(event, version)
+                form = (subscription.version, subscription.payload)
+                if form not in bodies:
+                    bodies[form] = payloads.render(event, *form)
                 rows.append(
-                    deliveries.new_delivery_row(event, subscription, now, budget, bodies[version])
+                    deliveries.new_delivery_row(event, subscription, now, budget, bodies[form])
                 )
         ids = deliveries.insert_ignoring_duplicates(db, rows)
         state.position = events[-1].position

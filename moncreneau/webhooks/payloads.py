@@ -4,6 +4,10 @@
   `data.previousAttributes`, the changed fields' old values.
 - `2.0`: as `1.0`, but `appointment.updated` carries `data.changes` instead, each changed
   field with both values: `{"dateTime": {"old": "...", "new": "..."}}`.
+
+Either version can be `thin`: no personal data (name, email, phone, notes, cancellation
+reason) in `data.object` nor among the old values; `data.changedFields` still names every
+changed field, and the receiver fetches the rest with its key.
 """
 
 from __future__ import annotations
@@ -52,7 +56,28 @@ VERSIONS = tuple(RENDERERS)
 LATEST = V2
 
 
-def render(event: EventRecord, version: str) -> str:
+FULL = "full"
+THIN = "thin"
+STYLES = (FULL, THIN)
+PERSONAL_FIELDS = frozenset({"name", "email", "phone", "notes", "cancellationReason"})
+
+
+def thin(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The envelope without personal data; ids, status, versions and times stay."""
+    data = envelope["data"]
+    slim: dict[str, Any] = {
+        "object": {k: v for k, v in data["object"].items() if k not in PERSONAL_FIELDS}
+    }
+    for key in ("previousAttributes", "changes"):
+        if key in data:
+            slim[key] = {k: v for k, v in data[key].items() if k not in PERSONAL_FIELDS}
+            slim["changedFields"] = sorted(data[key])
+    return {**envelope, "data": slim}
+
+
+def render(event: EventRecord, version: str, style: str = FULL) -> str:
     """The exact body sent for this event in this version (compact JSON, UTF-8 text)."""
     envelope = RENDERERS[version](event)
+    if style == THIN:
+        envelope = thin(envelope)
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)

@@ -14,6 +14,10 @@ EVENTS_HELP = f'Event types to receive, or `["*"]` for all: {", ".join(SUBSCRIBA
 VERSION_HELP = (
     f"Payload version, one of {', '.join(payloads.VERSIONS)} (default {payloads.LATEST})."
 )
+PAYLOAD_HELP = (
+    "`full` (default) or `thin`: thin payloads carry ids, status, versions and times but no "
+    "personal data (name, email, phone, notes, cancellation reason)."
+)
 
 
 class _Events(ma.fields.List):
@@ -40,6 +44,11 @@ class WebhookCreate(ma.Schema):
         metadata={"description": VERSION_HELP},
     )
     enabled = ma.fields.Boolean(load_default=True)
+    payload = ma.fields.String(
+        load_default=payloads.FULL,
+        validate=ma.validate.OneOf(payloads.STYLES),
+        metadata={"description": PAYLOAD_HELP},
+    )
 
 
 class WebhookChange(ma.Schema):
@@ -52,6 +61,9 @@ class WebhookChange(ma.Schema):
     enabled = ma.fields.Boolean(
         metadata={"description": "`true` re-enables a disabled webhook; pending deliveries resume."}
     )
+    payload = ma.fields.String(
+        validate=ma.validate.OneOf(payloads.STYLES), metadata={"description": PAYLOAD_HELP}
+    )
 
 
 class Webhook(ma.Schema):
@@ -61,6 +73,7 @@ class Webhook(ma.Schema):
     description = ma.fields.String(allow_none=True)
     enabled = ma.fields.Boolean(required=True)
     version = ma.fields.String(required=True)
+    payload = ma.fields.String(required=True, metadata={"enum": list(payloads.STYLES)})
     disabledReason = ma.fields.String(allow_none=True)
     previousSecretExpiresAt = ma.fields.String(
         allow_none=True,

@@ -33,6 +33,7 @@ class NewSubscription:
     description: str | None = None
     version: str = payloads.LATEST
     enabled: bool = True
+    payload: str = payloads.FULL
 
 
 def _check_events(events: list[str]) -> list[str]:
@@ -64,6 +65,7 @@ def represent(subscription: WebhookSubscription) -> dict[str, Any]:
         "description": subscription.description,
         "enabled": subscription.enabled,
         "version": subscription.version,
+        "payload": subscription.payload,
         "disabledReason": subscription.disabled_reason,
         "previousSecretExpiresAt": (
             iso_utc(subscription.previous_secret_expires_at)
@@ -118,6 +120,7 @@ def create(
         events=_check_events(new.events),
         description=new.description,
         version=_check_version(new.version),
+        payload=new.payload,
         enabled=new.enabled,
         secret=box.seal(secret),
         created_at=now,
@@ -161,6 +164,8 @@ def change(
         subscription.version = _check_version(values["version"])
     if "description" in values:
         subscription.description = values["description"]
+    if "payload" in values:
+        subscription.payload = values["payload"]
     if "enabled" in values:
         subscription.enabled = values["enabled"]
         if subscription.enabled:

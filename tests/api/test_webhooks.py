@@ -232,3 +232,13 @@ def test_the_event_log_filters_on_every_event_type(api: Api, kind: str) -> None:
     assert listed.status_code == 200
     assert {e["type"] for e in listed.json["data"]} <= {kind}
     assert len(listed.json["data"]) == (1 if kind == "webhook.test" else 0)
+
+
+def test_a_thin_webhook_gets_payloads_without_personal_data(
+    api: Api, department: dict[str, Any]
+) -> None:
+    hook = api.post("/webhooks", {**HOOK, "events": ["*"], "payload": "thin"}).json
+    assert hook["payload"] == "thin"
+    api.post(f"/webhooks/{hook['id']}/test")
+    assert api.patch(f"/webhooks/{hook['id']}", {"payload": "bulky"}).status_code == 422
+    assert api.get(f"/webhooks/{hook['id']}").json["payload"] == "thin"

@@ -135,3 +135,34 @@ def test_several_relays_and_workers_deliver_each_event_once_per_subscription(
         ).all()
     assert len(per_event) == len(events)
     assert all(count == 1 for _event, count in per_event)
+
+
+def test_a_thin_subscription_receives_ids_and_versions_but_no_personal_data(
+    api: Api, department: dict[str, Any], receiver: Receiver, processes: Processes
+) -> None:
+    processes.start("relay")
+    processes.start("worker")
+    hook = api.post(
+        "/webhooks", {"url": receiver.url("thin"), "events": ["*"], "payload": "thin"}
+    ).json
+    made = api.post(
+        "/appointments",
+        {
+            "departmentId": department["id"],
+            "dateTime": "2026-02-01T10:00:00",
+            "name": "Jeanne Martin",
+            "email": "jeanne@example.org",
+            "notes": "allergic to latex",
+        },
+    ).json
+    api.patch(f"/appointments/{made['id']}", {"name": "Jeanne Dupont"})
+
+    got = receiver.wait_for(lambda r: len(r) >= 2)
+    for request in got:
+        assert_verified(request, hook["secret"])
+        for personal in (b"Jeanne", b"jeanne@example.org", b"latex"):
+            assert personal not in request.body
+        assert request.json["data"]["object"]["id"] == made["id"]
+    updated = next(r.json for r in got if r.json["type"] == "appointment.updated")
+    assert updated["data"]["changedFields"] == ["name"]
+    assert updated["data"]["object"]["version"] == 2
