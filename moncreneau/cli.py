@@ -181,6 +181,34 @@ def listen_command(host: str, port: int, secret: str | None) -> None:
     serve(host, port, secret, lambda line: click.echo(line))
 
 
+@cli.command("trigger")
+@click.argument("event_type", metavar="TYPE")
+@click.option("--org", "org_id", required=True, type=int, help="Organization id.")
+@click.option(
+    "--webhook",
+    "webhook_id",
+    type=int,
+    default=None,
+    help="Send to this webhook only (default: every webhook that subscribes).",
+)
+def trigger_command(event_type: str, org_id: int, webhook_id: int | None) -> None:
+    """Send a realistic sample event of TYPE through the real pipeline.
+
+    Appointment events come from a real sample appointment (booked in a sample department
+    a month ahead, then changed as TYPE needs), so a cancellation comes after its booking.
+    A running `moncreneau run`, or relay and worker, delivers them.
+    """
+    from moncreneau.trigger import trigger
+
+    rt = _runtime()
+    with _transaction() as db:
+        keys.require_organization(db, org_id)
+        events = trigger(db, org_id, event_type, rt.settings, webhook_id)
+        lines = [f"{e.type:<24} {e.id}" for e in events]
+    target = f"webhook {webhook_id}" if webhook_id else "every webhook that subscribes"
+    click.echo("\n".join(lines) + f"\nqueued for {target}")
+
+
 @cli.group("db")
 def db_group() -> None:
     """Database schema."""

@@ -102,6 +102,8 @@ class EventRecord(Base):
     # the resource as published: the appointment after this event, and what it changed
     object: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
     previous_attributes: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+    # set on events meant for one webhook only (`moncreneau trigger --webhook`)
+    webhook_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -76,6 +76,8 @@ def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[int
             for subscription in subscribers[event.organization_id]:
                 if not wants(subscription, event.type):
                     continue
+                if event.webhook_id is not None and event.webhook_id != subscription.id:
+                    continue
                 form = (subscription.version, subscription.payload)
                 if form not in bodies:
                     bodies[form] = payloads.render(event, *form)

@@ -14,6 +14,8 @@ from moncreneau.models import EventRecord
 
 # Relays LISTEN on this channel to wake as soon as events commit.
 CHANNEL = "moncreneau_events"
+# `session.info` key: events appended in this session are for that webhook only.
+DIRECTED_TO = "moncreneau.directed_to_webhook"
 
 
 def lock_log(session: Session) -> None:
@@ -50,6 +52,7 @@ def append(
         data=data,
         object=object,
         previous_attributes=previous_attributes,
+        webhook_id=session.info.get(DIRECTED_TO),
         created_at=occurred_at,
     )
     session.add(record)
