@@ -25,6 +25,12 @@ def unavailable(service: str, reason: str) -> None:
     pytest.skip(f"!!! SKIPPED: {message} !!!")
 
 
+def redis_database(number: int) -> str:
+    """The test Redis server's database `number`, for a test that must wipe one alone."""
+    base = REDIS_URL.rsplit("/", 1)[0] if REDIS_URL.count("/") > 2 else REDIS_URL
+    return f"{base}/{number}"
+
+
 def postgres_problem() -> str | None:
     try:
         engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from moncreneau.config import Settings
 from tests import services
@@ -34,15 +33,8 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def clean_redis(redis_url: str) -> redis.Redis:
-    connection = redis.Redis.from_url(redis_url)
-    connection.flushdb()
-    return connection
-
-
-@pytest.fixture
 def queue_name() -> str:
-    """A queue of this test's own, so that no other run's worker takes its jobs."""
+    """A queue of this test's own: no other test or run shares its jobs, so none is wiped."""
     return f"moncreneau-test-{uuid.uuid4().hex[:12]}"
 
 
@@ -108,9 +100,7 @@ class Processes:
 
 
 @pytest.fixture
-def settings(
-    postgres_url: str, clean_redis: redis.Redis, redis_url: str, queue_name: str
-) -> Settings:
+def settings(postgres_url: str, redis_url: str, queue_name: str) -> Settings:
     """The API in the test process shares the database and Redis with the processes."""
     return make_settings(
         postgres_url,

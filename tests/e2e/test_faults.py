@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from moncreneau.delivery.queueing import rq_queue
 from moncreneau.delivery.store import QUEUE_LEASE
+from tests import services
 from tests.conftest import Api
 from tests.e2e.conftest import Processes, wait_until
 from tests.receiver import Behaviour, Received, Receiver, answer, sequence, start_receiver
@@ -27,6 +28,8 @@ DELIVERY = "X-Moncreneau-Delivery"
 ATTEMPT = "X-Moncreneau-Attempt"
 FIRST_SLOT = datetime(2026, 3, 2, 8, 0)
 PLUS_ONE = timezone(timedelta(hours=1))
+# The test that empties Redis does it in a database no other test uses.
+LOSSY_REDIS_DB = 11
 
 
 def _book(
@@ -289,25 +292,25 @@ def test_deliveries_queued_in_a_redis_that_loses_everything_are_delivered_all_th
     department: dict[str, Any],
     receiver: Receiver,
     processes: Processes,
-    clean_redis: redis.Redis,
-    redis_url: str,
     queue_name: str,
 ) -> None:
     """Redis is emptied while every delivery waits in its queue and no worker runs."""
+    # A Redis database of this test's own, so that emptying it touches no other test.
+    lossy = services.redis_database(LOSSY_REDIS_DB)
     hook = api.post("/webhooks", {"url": receiver.url("wiped"), "events": ["*"]}).json
-    processes.start("relay")
+    processes.start("relay", REDIS_URL=lossy)
     _book(api, department["id"], 5)
-    queue = rq_queue(redis_url, queue_name)
+    queue = rq_queue(lossy, queue_name)
     wait_until(
         lambda: sum(len(job.args[0]) for job in queue.jobs) == 5,
         what="the five deliveries queued in Redis",
     )
     # MonCréneau keeps everything it has in Redis in the one database REDIS_URL names:
     # emptying it is all of Redis lost, without touching other users of this server.
-    clean_redis.flushdb()
+    redis.Redis.from_url(lossy).flushdb()
     assert queue.count == 0
 
-    processes.start("worker")
+    processes.start("worker", REDIS_URL=lossy)
 
     # Nothing is left to tell the worker: the relay's sweeper queues them again from the
     # database once their queue lease has run out.
