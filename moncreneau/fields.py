@@ -1,5 +1,4 @@
-"""Request fields that refuse what storage cannot hold: NUL characters, ids past 32 bits, dates
-whose UTC instant falls off the calendar."""
+"""Request fields that refuse what storage cannot hold (NUL, lone surrogates, huge ids, dates)."""
 
 from __future__ import annotations
 
@@ -15,14 +14,29 @@ MAX_ID = 2**31 - 1
 MIN_YEAR, MAX_YEAR = 1900, 2999
 
 
+def storable(value: str) -> str:
+    """`value` if every backend can store it: no NUL, no lone UTF-16 surrogate."""
+    if "\x00" in value:
+        raise ma.ValidationError("Must not contain NUL characters.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ma.ValidationError("Must be valid Unicode (no lone surrogates).") from None
+    return value
+
+
 class Text(ma.fields.String):
-    """A string without NUL characters (PostgreSQL text cannot hold them)."""
+    """A string every backend can store."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        result = super()._deserialize(value, attr, data, **kwargs)
-        if "\x00" in result:
-            raise ma.ValidationError("Must not contain NUL characters.")
-        return result
+        return storable(super()._deserialize(value, attr, data, **kwargs))
+
+
+class Email(ma.fields.Email):
+    """An e-mail address every backend can store."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return storable(super()._deserialize(value, attr, data, **kwargs))
 
 
 class StrictInteger(ma.fields.Integer):

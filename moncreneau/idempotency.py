@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import timedelta
 from functools import wraps
 from typing import Any
 
@@ -14,10 +13,10 @@ from sqlalchemy import delete, select, text
 
 from moncreneau.clock import utcnow
 from moncreneau.errors import error_response
-from moncreneau.models import IdempotencyRecord
-from moncreneau.web import organization_id, session
+from moncreneau.models import IDEMPOTENCY_RETENTION, IdempotencyRecord
+from moncreneau.web import organization_id, runtime, session
 
-RETENTION = timedelta(hours=24)
+RETENTION = IDEMPOTENCY_RETENTION
 HEADER = "Idempotency-Key"
 _REPLAYED_HEADERS = ("Content-Type", "ETag", "Location", "X-Next-Cursor")
 DOC = {
@@ -48,7 +47,9 @@ def _fingerprint() -> str:
 
 
 def _replay(record: IdempotencyRecord) -> Response:
-    response = Response(record.response_body, status=record.response_status)
+    # Sealed like webhook secrets: a stored answer may carry one (POST /webhooks).
+    body = runtime().box.open(record.response_body)
+    response = Response(body, status=record.response_status)
     for name, value in record.response_headers.items():
         response.headers[name] = value
     response.headers["Idempotent-Replayed"] = "true"
@@ -103,7 +104,7 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
                     key=key,
                     request_hash=fingerprint,
                     response_status=response.status_code,
-                    response_body=response.get_data(as_text=True),
+                    response_body=runtime().box.seal(response.get_data(as_text=True)),
                     response_headers={
                         h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers
                     },

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -105,6 +105,10 @@ class EventRecord(Base):
     # set on events meant for one webhook only (`moncreneau trigger --webhook`)
     webhook_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# How long an Idempotency-Key is remembered.
+IDEMPOTENCY_RETENTION = timedelta(hours=24)
 
 
 class IdempotencyRecord(Base):

@@ -6,7 +6,7 @@ import marshmallow as ma
 
 from moncreneau.departments.schemas import not_blank
 from moncreneau.domain.appointments import Status
-from moncreneau.fields import MAX_ID, DateTime, Id, StrictInteger, Text
+from moncreneau.fields import MAX_ID, DateTime, Email, Id, StrictInteger, Text
 
 DATE_TIME_HELP = (
     "ISO 8601 start time. Without an offset it is local time in the department's time zone; "
@@ -16,7 +16,7 @@ DATE_TIME_HELP = (
 
 class _Contact(ma.Schema):
     name = Text(validate=[ma.validate.Length(min=1, max=200), not_blank])
-    email = ma.fields.Email(allow_none=True, validate=ma.validate.Length(max=254))
+    email = Email(allow_none=True, validate=ma.validate.Length(max=254))
     phone = Text(
         allow_none=True,
         validate=[

@@ -145,17 +145,28 @@ def _append(
     )
 
 
-def _save(session: Session, appointment: Appointment, tz: ZoneInfo, expected: int) -> None:
-    """Move the projection from version `expected` on and append the recorded events."""
+def _save(
+    session: Session,
+    appointment: Appointment,
+    tz: ZoneInfo,
+    expected: int,
+    preconditioned: bool,
+) -> None:
+    """Move the projection from version `expected` on and append the recorded events.
+
+    Losing a race to another writer is a 412 when the caller named a version (If-Match),
+    a 409 otherwise.
+    """
     result = session.execute(
         update(AppointmentRow)
         .where(AppointmentRow.id == appointment.id, AppointmentRow.version == expected)
         .values(**_row_values(appointment))
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise Conflict(
+        message = (
             f"Appointment {appointment.id} was changed by another request; read it again and retry."
         )
+        raise PreconditionFailed(message) if preconditioned else Conflict(message)
     for event in appointment.pending_events:
         _append(session, appointment, tz, event)
     appointment.pending_events.clear()
@@ -222,7 +233,7 @@ def change(
     if department is not None and "starts_at" in event.changes and appointment.occupies_slot:
         assert appointment.starts_at is not None
         _check_capacity(session, department, appointment.starts_at, exclude=appointment.id)
-    _save(session, appointment, tz, before)
+    _save(session, appointment, tz, before, expected_versions is not None)
     return represent(appointment, tz)
 
 
@@ -248,7 +259,7 @@ def transition(
     else:
         raise ValueError(f"unknown lifecycle action {action!r}")
     tz = _department_zone(session, appointment.department_id)
-    _save(session, appointment, tz, before)
+    _save(session, appointment, tz, before, expected_versions is not None)
     return represent(appointment, tz)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from moncreneau.config import Settings
@@ -105,17 +106,18 @@ class Recorder:
         self._sessions = sessions
         self._settings = settings
         self._queue: queue.Queue[Settlement] = queue.Queue()
-        self._idle = threading.Event()
-        self._idle.set()
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
     def add(self, settlement: Settlement) -> None:
-        self._idle.clear()
         self._queue.put(settlement)
 
     def wait_idle(self, timeout: float) -> bool:
-        return self._idle.wait(timeout)
+        """Whether everything added so far was written within `timeout` seconds."""
+        done = threading.Thread(target=self._queue.join, daemon=True)
+        done.start()
+        done.join(timeout)
+        return not done.is_alive()
 
     def _run(self) -> None:
         while True:
@@ -129,23 +131,37 @@ class Recorder:
                     batch.append(self._queue.get(timeout=remaining))
                 except queue.Empty:
                     break
-            self._write(batch)
-            if self._queue.empty():
-                self._idle.set()
+            try:
+                self._write(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
 
     def _write(self, batch: list[Settlement]) -> None:
+        """Write a batch; wait out a database outage, but never let one bad row block all."""
         pause = 0.5
         while True:
             try:
-                with write_session(self._sessions) as db:
-                    settle(db, batch, now_utc())
-                    self._update_health(db, batch)
-                    db.commit()
+                self._commit(batch)
                 return
-            except Exception:
-                log.exception("could not record %d delivery attempts; retrying", len(batch))
+            except (OperationalError, InterfaceError):
+                log.warning("database unavailable; %d attempts wait to be recorded", len(batch))
                 time.sleep(pause)
                 pause = min(pause * 2, 10.0)
+            except Exception:
+                if len(batch) == 1:
+                    # The lease runs out and the delivery is tried again: late, never lost.
+                    log.exception("dropping the record of delivery %s", batch[0].claimed.id)
+                    return
+                for single in batch:
+                    self._write([single])
+                return
+
+    def _commit(self, batch: list[Settlement]) -> None:
+        with write_session(self._sessions) as db:
+            settle(db, batch, now_utc())
+            self._update_health(db, batch)
+            db.commit()
 
     def _update_health(self, db: Session, batch: list[Settlement]) -> None:
         now = now_utc()
@@ -204,6 +220,8 @@ class Dispatcher:
         self._http = sender.make_pool_manager(settings.endpoint_concurrency)
         self.recorder = Recorder(sessions, settings)
         self._ceiling = settings.endpoint_concurrency
+        # what a request needs left on its lease to finish and be recorded in time
+        self._needed = timedelta(seconds=settings.delivery_timeout + 2)
 
     @property
     def in_flight(self) -> int:
@@ -236,11 +254,18 @@ class Dispatcher:
     def _run(self, item: Claimed | None) -> None:
         try:
             while item is not None:
-                response = self._send(item)
+                if item.locked_until - now_utc() < self._needed:
+                    # It waited too long behind its endpoint: another worker may take it
+                    # over any moment, so give it back rather than risk two sends.
+                    self._on_release([item])
+                    response = None
+                else:
+                    response = self._send(item)
                 with self._lock:
                     key = item.subscription_id
                     endpoint = self._endpoints[key]
-                    endpoint.learn(response, self._ceiling)
+                    if response is not None:
+                        endpoint.learn(response, self._ceiling)
                     self._limits[key] = endpoint.limit
                     if endpoint.backlog and endpoint.in_flight <= endpoint.limit:
                         item = endpoint.backlog.popleft()

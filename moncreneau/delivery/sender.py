@@ -49,12 +49,14 @@ class _Watchdog:
             self._lock.notify()
             return token
 
-    def done(self, token: int) -> None:
+    def done(self, token: int) -> bool:
+        """Stop watching; True if the deadline cut the request (its socket is not reusable)."""
         with self._lock:
             if token in self._cut:
                 self._cut.discard(token)
-            else:
-                self._done.add(token)
+                return True
+            self._done.add(token)
+            return False
 
     def was_cut(self, token: int) -> bool:
         with self._lock:
@@ -179,9 +181,10 @@ def post(
             received += len(chunk)
             if received >= EXCERPT_BYTES:
                 break
-        excerpt = b"".join(chunks)[:EXCERPT_BYTES].decode("utf-8", "replace")
+        excerpt = _printable(b"".join(chunks)[:EXCERPT_BYTES].decode("utf-8", "replace"))
         if 300 <= status < 400:
-            error = f"redirect to {response.headers.get('Location', '?')} (not followed)"
+            location = _printable(str(response.headers.get("Location", "?"))[:500])
+            error = f"redirect to {location} (not followed)"
         elif not 200 <= status < 300:
             error = f"HTTP {status}"
     except urllib3.exceptions.NewConnectionError as exc:
@@ -199,19 +202,23 @@ def post(
     finally:
         _deadline.value = None
         token = getattr(_deadline, "token", None)
-        if token is not None:
-            _watchdog.done(token)
-            _deadline.token = None
+        cut = token is not None and _watchdog.done(token)
+        _deadline.token = None
         if response is not None:
-            _finish(response)
+            _finish(response, reusable=not cut)
     duration_ms = int((time.monotonic() - started) * 1000)
     return Response(status, error, excerpt, retry_after, duration_ms)
 
 
-def _finish(response: Any) -> None:
-    """Keep the connection only if the body was read to its end."""
+def _printable(text: str) -> str:
+    """Receiver-chosen text as the database can store it (PostgreSQL refuses NUL)."""
+    return text.replace("\x00", "\ufffd")
+
+
+def _finish(response: Any, reusable: bool) -> None:
+    """Keep the connection only if the body was read to its end and no deadline cut it."""
     try:
-        if response.isclosed() or response.length_remaining == 0:
+        if reusable and (response.isclosed() or response.length_remaining == 0):
             response.release_conn()
         else:
             response.close()

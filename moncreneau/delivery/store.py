@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import Boolean, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from moncreneau.ids import new_id
@@ -52,7 +52,10 @@ def new_delivery_row(
 
 
 def insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> list[str]:
-    """Insert deliveries; one that exists for the same (event, subscription) is left as is."""
+    """Insert deliveries; one that exists for the same (event, subscription) is left as is.
+
+    Returns the ids of the rows really inserted: only those are the caller's to enqueue.
+    """
     if not rows:
         return []
     dialect = session.get_bind().dialect.name
@@ -64,10 +67,8 @@ def insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> 
         )
     else:
         statement = insert(Delivery).prefix_with("OR IGNORE")
-    session.execute(statement, rows)
-    ids = [row["id"] for row in rows]
-    # Only the rows this call really inserted are ours to enqueue.
-    return list(session.scalars(select(Delivery.id).where(Delivery.id.in_(ids))))
+    result = session.execute(statement.returning(Delivery.id), rows)
+    return list(result.scalars())
 
 
 def due_for_queue(session: Session, now: datetime, limit: int) -> list[str]:
@@ -110,7 +111,7 @@ class Claimed:
     attempt_budget: int
     locked_until: datetime
     url: str = ""
-    secrets: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
 def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta) -> list[Claimed]:
@@ -160,12 +161,18 @@ def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta)
 
 
 def release(session: Session, claimed: Iterable[Claimed], at: datetime) -> None:
-    """Give back claims that were not attempted (an endpoint at its cap): no attempt counted."""
-    seqs = [c.seq for c in claimed]
-    if seqs:
+    """Give back claims that were not attempted (an endpoint at its cap): no attempt counted.
+
+    Only claims still held: one whose lease ran out may belong to another worker by now.
+    """
+    for item in claimed:
         session.execute(
             update(Delivery)
-            .where(Delivery.seq.in_(seqs), Delivery.status.in_(OPEN))
+            .where(
+                Delivery.seq == item.seq,
+                Delivery.status.in_(OPEN),
+                Delivery.locked_until == item.locked_until,
+            )
             .values(
                 locked_until=None,
                 queued_until=None,
@@ -190,7 +197,12 @@ class Settlement:
 
 
 def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -> None:
-    """Record attempts and new statuses in bulk; a success is never overwritten."""
+    """Record attempts and new statuses in bulk.
+
+    Every attempt is recorded. A success always settles the delivery (and is never
+    overwritten); a failure only while this worker still holds the claim, so that a late
+    result cannot undo the lease of a worker that took the delivery over.
+    """
     if not settlements:
         return
     session.execute(
@@ -211,7 +223,13 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
     statement = (
         update(Delivery)
         .where(
-            and_(Delivery.seq == bindparam("b_seq"), Delivery.status != SUCCEEDED),
+            and_(
+                Delivery.seq == bindparam("b_seq"),
+                Delivery.status != SUCCEEDED,
+                or_(
+                    bindparam("b_won", type_=Boolean), Delivery.locked_until == bindparam("b_lease")
+                ),
+            ),
         )
         .values(
             status=bindparam("b_status"),
@@ -228,6 +246,8 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
         [
             {
                 "b_seq": s.claimed.seq,
+                "b_won": s.status == SUCCEEDED,
+                "b_lease": s.claimed.locked_until,
                 "b_status": s.status,
                 "b_next": s.next_attempt_at,
                 "b_code": s.status_code,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,7 +26,12 @@ from moncreneau.config import Settings
 from moncreneau.db import write_session
 from moncreneau.delivery import store as deliveries
 from moncreneau.delivery.queueing import DeliveryQueue
-from moncreneau.models import RelayState, WebhookSubscription
+from moncreneau.models import (
+    IDEMPOTENCY_RETENTION,
+    IdempotencyRecord,
+    RelayState,
+    WebhookSubscription,
+)
 from moncreneau.outbox import store
 from moncreneau.webhooks import payloads
 from moncreneau.webhooks.service import wants
@@ -34,6 +39,8 @@ from moncreneau.webhooks.service import wants
 log = logging.getLogger(__name__)
 
 RELAY = "relay"
+# Deliveries created per transaction, whatever the fan-out: keeps transactions short.
+MAX_DELIVERIES_PER_BATCH = 10_000
 
 
 def _locked_state(db: Session) -> RelayState:
@@ -50,14 +57,14 @@ def _locked_state(db: Session) -> RelayState:
     return state
 
 
-def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[int, list[str]]:
-    """One batch of events: returns (events read, ids of the deliveries created)."""
+def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[bool, list[str]]:
+    """One batch of events: returns (whether more may be waiting, ids of deliveries created)."""
     with write_session(sessions) as db:
         state = _locked_state(db)
         events = store.read_after(db, state.position, settings.relay_batch)
         if not events:
             db.rollback()
-            return 0, []
+            return False, []
         subscribers: dict[int, list[WebhookSubscription]] = defaultdict(list)
         for subscription in db.scalars(
             select(WebhookSubscription).where(
@@ -70,8 +77,15 @@ def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[int
         # Full precision: replay windows select deliveries by creation time.
         now = datetime.now(UTC)
         budget = len(settings.retry_schedule) + 1
-        rows = []
+        rows: list[dict[str, Any]] = []
+        last = events[-1]
+        more = len(events) == settings.relay_batch
         for event in events:
+            if len(rows) >= MAX_DELIVERIES_PER_BATCH:
+                # A huge fan-out finishes in the next transaction, from this event on.
+                more = True
+                break
+            last = event
             bodies: dict[tuple[str, str], str] = {}
             for subscription in subscribers[event.organization_id]:
                 if not wants(subscription, event.type):
@@ -85,17 +99,31 @@ def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[int
                     deliveries.new_delivery_row(event, subscription, now, budget, bodies[form])
                 )
         ids = deliveries.insert_ignoring_duplicates(db, rows)
-        state.position = events[-1].position
+        state.position = last.position
         state.updated_at = now
         db.commit()
-    return len(events), ids
+    return more, ids
+
+
+def _forget_idempotency_keys(db: Session, now: datetime, limit: int) -> None:
+    expired = select(IdempotencyRecord.id).where(
+        IdempotencyRecord.created_at < now - IDEMPOTENCY_RETENTION
+    )
+    ids = list(db.scalars(expired.limit(limit)))
+    if ids:
+        db.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(ids)))
 
 
 def sweep(sessions: sessionmaker[Session], limit: int = 5000) -> list[str]:
-    """Deliveries that are due and held by no queue or worker (retries, lost jobs)."""
+    """Deliveries that are due and held by no queue or worker (retries, lost jobs).
+
+    Also forgets idempotency keys past their retention, a bounded batch at a time.
+    """
     with write_session(sessions) as db:
         # Not `utcnow()`: a retry due in half a second must not wait for the next whole one.
-        ids = deliveries.due_for_queue(db, datetime.now(UTC), limit)
+        now = datetime.now(UTC)
+        ids = deliveries.due_for_queue(db, now, limit)
+        _forget_idempotency_keys(db, now, limit=1000)
         db.commit()
     return ids
 
@@ -161,19 +189,28 @@ def _loop(
     last_sweep = 0.0
     pause = 0.5
     while not stop.is_set():
+        more = False
+        failed = False
         try:
-            read, ids = relay_once(sessions, settings)
+            more, ids = relay_once(sessions, settings)
             queue.enqueue(ids)
-            if time.monotonic() - last_sweep >= settings.sweep_seconds:
+        except Exception:
+            log.exception("relaying events failed")
+            failed = True
+        if time.monotonic() - last_sweep >= settings.sweep_seconds:
+            # On its own: retries and lost jobs keep flowing even if relaying is stuck.
+            try:
                 queue.enqueue(sweep(sessions))
                 last_sweep = time.monotonic()
-            pause = 0.5
-        except Exception:
-            log.exception("relay iteration failed; retrying in %.1fs", pause)
+            except Exception:
+                log.exception("sweeping due deliveries failed")
+                failed = True
+        if failed:
             stop.wait(pause)
             pause = min(pause * 2, 10.0)
             continue
-        if read < settings.relay_batch:
+        pause = 0.5
+        if not more:
             # Polling stays the safety net: the sweep's cadence bounds every wait.
             until_sweep = last_sweep + settings.sweep_seconds - time.monotonic()
             if until_sweep > 0:

@@ -242,3 +242,27 @@ def test_a_thin_webhook_gets_payloads_without_personal_data(
     api.post(f"/webhooks/{hook['id']}/test")
     assert api.patch(f"/webhooks/{hook['id']}", {"payload": "bulky"}).status_code == 422
     assert api.get(f"/webhooks/{hook['id']}").json["payload"] == "thin"
+
+
+def test_an_idempotent_webhook_creation_keeps_its_secret_sealed_and_replays_it(
+    api: Api, engine: Engine
+) -> None:
+    first = api.post("/webhooks", HOOK, headers={"Idempotency-Key": "hook-1"})
+    again = api.post("/webhooks", HOOK, headers={"Idempotency-Key": "hook-1"})
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json == first.json
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT response_body FROM idempotency_keys")).scalar_one()
+    assert first.json["secret"] not in stored
+    assert "whsec_" not in stored
+
+
+@pytest.mark.parametrize("field", ["name", "notes", "email"])
+def test_a_lone_surrogate_in_a_string_is_a_422_not_a_500(
+    api: Api, department: dict[str, Any], field: str
+) -> None:
+    body = {"departmentId": department["id"], "dateTime": "2026-02-01T10:00:00", "name": "A"}
+    body[field] = "x\ud800y" if field != "email" else "a\ud800@example.org"
+    response = api.post("/appointments", body)
+    assert response.status_code == 422
+    assert field in response.json["errors"]

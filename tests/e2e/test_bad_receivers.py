@@ -449,3 +449,33 @@ def test_a_subscription_failing_for_the_configured_period_is_disabled_and_the_ot
     ]
     assert later_event["id"] not in {d["eventId"] for d in _deliveries(api, broken["id"])}
     assert all(r.json["id"] != later_event["id"] for r in receiver.at("broken"))
+
+
+def test_a_receiver_answering_nul_bytes_is_recorded_and_never_blocks_bookkeeping(
+    api: Api, department: dict[str, Any], receiver: Receiver, processes: Processes
+) -> None:
+    """PostgreSQL text cannot hold NUL: the excerpt keeps a replacement character instead."""
+    nul = receiver.on("nul", answer(200, b"ok\x00done"))
+    plain = receiver.on("plain", answer(200))
+    hooks = [api.post("/webhooks", {"url": u, "events": ["*"]}).json for u in (nul, plain)]
+    processes.start("relay")
+    processes.start("worker")
+    for hour in (9, 10):
+        booked = api.post(
+            "/appointments",
+            {
+                "departmentId": department["id"],
+                "dateTime": f"2026-02-01T{hour:02d}:00",
+                "name": "N",
+            },
+        )
+        assert booked.status_code == 201
+
+    def settled() -> bool:
+        pages = [api.get(f"/webhooks/{h['id']}/deliveries").json["data"] for h in hooks]
+        return all(len(p) == 2 and all(d["status"] == "succeeded" for d in p) for p in pages)
+
+    wait_until(settled, what="every delivery recorded, the NUL answers included")
+    delivery = api.get(f"/webhooks/{hooks[0]['id']}/deliveries").json["data"][0]
+    detail = api.get(f"/webhooks/{hooks[0]['id']}/deliveries/{delivery['id']}").json
+    assert detail["attempts"][0]["responseBody"] == "ok\ufffddone"

@@ -1,0 +1,146 @@
+"""Delivery bookkeeping: claims are fenced by their lease, and fan-out is split in batches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import Engine
+
+from moncreneau.config import Settings
+from moncreneau.db import write_session
+from moncreneau.delivery import store
+from moncreneau.models import Delivery, IdempotencyRecord
+from moncreneau.outbox import relay
+from tests.conftest import Api
+
+HOOK = {"url": "https://example.org/hook", "events": ["*"]}
+
+
+def _sessions(app: Flask) -> Any:
+    return app.extensions["moncreneau"].sessions
+
+
+def _book(api: Api, department: dict[str, Any], count: int) -> None:
+    for n in range(count):
+        made = api.post(
+            "/appointments",
+            {
+                "departmentId": department["id"],
+                "dateTime": f"2026-04-01T{8 + n // 2:02d}:{30 * (n % 2):02d}:00",
+                "name": f"P{n}",
+            },
+        )
+        assert made.status_code == 201
+
+
+def _settlement(claimed: store.Claimed, status: str, code: int) -> store.Settlement:
+    return store.Settlement(
+        claimed=claimed,
+        started_at=datetime.now(UTC),
+        duration_ms=5,
+        status_code=code,
+        error=None if code == 200 else f"HTTP {code}",
+        excerpt="",
+        status=status,
+        next_attempt_at=None if status == store.SUCCEEDED else datetime.now(UTC),
+    )
+
+
+def test_a_late_failure_does_not_undo_the_claim_of_the_worker_that_took_over(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings, engine: Engine
+) -> None:
+    api.post("/webhooks", HOOK)
+    _book(api, department, 1)
+    relay.relay_once(_sessions(app), settings)
+    now = datetime.now(UTC)
+    with write_session(_sessions(app)) as db:
+        [delivery_id] = db.scalars(select(Delivery.id))
+        [stale] = store.claim(db, [delivery_id], now, timedelta(seconds=-1))
+        # the lease ran out; another worker claims the delivery
+        [current] = store.claim(db, [delivery_id], now, timedelta(seconds=60))
+        store.settle(db, [_settlement(stale, store.FAILED, 500)], now)
+        db.commit()
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, locked_until FROM deliveries")).one()
+        attempts = conn.execute(text("SELECT number FROM delivery_attempts")).scalars().all()
+    assert row[0] == store.PENDING
+    assert row[1] is not None, "the new holder's lease was erased"
+    assert attempts == [stale.attempt], "the stale attempt itself is still recorded"
+
+    with write_session(_sessions(app)) as db:
+        store.settle(db, [_settlement(current, store.SUCCEEDED, 200)], now)
+        store.settle(db, [_settlement(stale, store.FAILED, 500)], now)
+        db.commit()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM deliveries")).scalar_one() == "succeeded"
+
+
+def test_a_release_gives_back_only_a_claim_still_held(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings
+) -> None:
+    api.post("/webhooks", HOOK)
+    _book(api, department, 1)
+    relay.relay_once(_sessions(app), settings)
+    now = datetime.now(UTC)
+    with write_session(_sessions(app)) as db:
+        [delivery_id] = db.scalars(select(Delivery.id))
+        [stale] = store.claim(db, [delivery_id], now, timedelta(seconds=-1))
+        [current] = store.claim(db, [delivery_id], now, timedelta(seconds=60))
+        store.release(db, [stale], now)
+        db.commit()
+    with write_session(_sessions(app)) as db:
+        row = db.scalar(select(Delivery))
+        assert row is not None
+        assert row.locked_until == current.locked_until
+        assert row.attempts == 2
+
+
+def test_a_fan_out_larger_than_one_batch_is_finished_by_the_next_ones_exactly_once(
+    app: Flask,
+    api: Api,
+    department: dict[str, Any],
+    settings: Settings,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for _ in range(4):
+        api.post("/webhooks", HOOK)
+    _book(api, department, 5)
+    monkeypatch.setattr(relay, "MAX_DELIVERIES_PER_BATCH", 6)
+    rounds = 0
+    while True:
+        more, _ids = relay.relay_once(_sessions(app), settings)
+        rounds += 1
+        if not more:
+            break
+    relay.relay_once(_sessions(app), settings)
+    with engine.connect() as conn:
+        per_pair = (
+            conn.execute(text("SELECT count(*) FROM deliveries GROUP BY event_id, subscription_id"))
+            .scalars()
+            .all()
+        )
+    assert len(per_pair) == 20
+    assert set(per_pair) == {1}
+    assert rounds >= 3
+
+
+def test_the_sweep_forgets_idempotency_keys_past_their_retention(
+    app: Flask, api: Api, engine: Engine
+) -> None:
+    for key in ("old", "new"):
+        api.post("/departments", {"name": key, "timezone": "UTC"}, headers={"Idempotency-Key": key})
+    with engine.begin() as conn:
+        conn.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.key == "old")
+            .values(created_at=datetime.now(UTC) - timedelta(hours=25))
+        )
+    relay.sweep(_sessions(app))
+    with engine.connect() as conn:
+        keys = conn.execute(text("SELECT key FROM idempotency_keys")).scalars().all()
+    assert keys == ["new"]
