@@ -174,11 +174,83 @@ def api_command(host: str, port: int, workers: int) -> None:
     default=None,
     help="The webhook's whsec_ secret, to verify signatures.",
 )
-def listen_command(host: str, port: int, secret: str | None) -> None:
-    """Receive deliveries locally, verify them and print one line each."""
-    from moncreneau.listen import serve
+@click.option(
+    "--api",
+    "api_url",
+    default=None,
+    help="A running MonCréneau (http://127.0.0.1:8000): subscribe this receiver to it.",
+)
+@click.option("--key", envvar="MONCRENEAU_API_KEY", default=None, help="API key, with --api.")
+@click.option(
+    "--events",
+    default="*",
+    show_default=True,
+    help="With --api: comma-separated event types to subscribe to.",
+)
+@click.option("--forward-to", default=None, help="Also POST each verified delivery here.")
+@click.option(
+    "--fail-next",
+    default=0,
+    type=int,
+    help="Answer 500 to the next N deliveries, to watch retries.",
+)
+def listen_command(
+    host: str,
+    port: int,
+    secret: str | None,
+    api_url: str | None,
+    key: str | None,
+    events: str,
+    forward_to: str | None,
+    fail_next: int,
+) -> None:
+    """Receive deliveries locally, verify them and print one line each.
 
-    serve(host, port, secret, lambda line: click.echo(line))
+    With --api and --key it subscribes itself (the server must allow private URLs) and
+    deletes that webhook when stopped. POST /_listen/fail?count=N to fail the next N.
+    """
+    from moncreneau.listen import FAIL_PATH, Listener, api_call, serve
+
+    listener = Listener(secret, click.echo, forward_to, fail_next)
+    server = serve(host, port, listener)
+    url = f"http://{host}:{server.server_port}/"
+    webhook: dict[str, Any] | None = None
+    if api_url:
+        if not key:
+            raise click.ClickException("--api needs --key (or MONCRENEAU_API_KEY).")
+        try:
+            webhook = api_call(
+                api_url,
+                key,
+                "POST",
+                "/webhooks",
+                {"url": url, "events": events.split(","), "description": "moncreneau listen"},
+            )
+        except RuntimeError as error:
+            raise click.ClickException(str(error)) from None
+        listener.secret = webhook["secret"]
+        click.echo(f"subscribed as webhook {webhook['id']} to {events}")
+    click.echo(
+        f"listening on {url} (Ctrl-C to stop; POST {url.rstrip('/')}{FAIL_PATH}"
+        "?count=N fails the next N)"
+    )
+
+    def _interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        if webhook and api_url and key:
+            try:
+                api_call(api_url, key, "DELETE", f"/webhooks/{webhook['id']}")
+                click.echo(f"deleted webhook {webhook['id']}")
+            except RuntimeError as error:
+                click.echo(f"could not delete webhook {webhook['id']}: {error}")
 
 
 @cli.command("trigger")
