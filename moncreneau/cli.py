@@ -392,10 +392,19 @@ def deliveries_replay(
 
     statuses = (DEAD,) if dead_only else (FAILED, DEAD)
     with _transaction() as db:
-        ids = delivery_log.replay(
-            db, org_id, webhook_id, since.replace(tzinfo=UTC), until.replace(tzinfo=UTC), statuses
-        )
-    click.echo(f"{len(ids)} delivery(ies) scheduled again")
+        total = 0
+        more = True
+        while more:
+            ids, more = delivery_log.replay(
+                db,
+                org_id,
+                webhook_id,
+                since.replace(tzinfo=UTC),
+                until.replace(tzinfo=UTC),
+                statuses,
+            )
+            total += len(ids)
+    click.echo(f"{total} delivery(ies) scheduled again")
 
 
 def main() -> None:

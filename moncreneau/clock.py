@@ -5,6 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 
+def now() -> datetime:
+    """The precise current time, for scheduling and bookkeeping."""
+    return datetime.now(UTC)
+
+
 def utcnow() -> datetime:
     # Microseconds are dropped so that what is stored equals what is rendered and read back.
     return datetime.now(UTC).replace(microsecond=0)

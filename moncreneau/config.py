@@ -129,5 +129,10 @@ class Settings:
         return Settings(**values)
 
     @property
+    def attempt_budget(self) -> int:
+        """Attempts a delivery gets: the first, then one after each delay of the schedule."""
+        return len(self.retry_schedule) + 1
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")

@@ -15,12 +15,13 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from moncreneau import clock
 from moncreneau.config import Settings
 from moncreneau.db import write_session
 from moncreneau.delivery import schedule, sender
@@ -36,10 +37,6 @@ MIN_ENDPOINT_LIMIT = 2
 # Settlements are written together: at most this many, at most this often.
 FLUSH_SIZE = 500
 FLUSH_SECONDS = 0.02
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -75,7 +72,7 @@ def request_headers(claimed: Claimed, timestamp: int) -> dict[str, str]:
 def outcome(
     claimed: Claimed, response: sender.Response, started: datetime, settings: Settings
 ) -> Settlement:
-    now = now_utc()
+    now = clock.now()
     next_at = None
     if response.ok:
         status = SUCCEEDED
@@ -159,12 +156,12 @@ class Recorder:
 
     def _commit(self, batch: list[Settlement]) -> None:
         with write_session(self._sessions) as db:
-            settle(db, batch, now_utc())
+            settle(db, batch, clock.now())
             self._update_health(db, batch)
             db.commit()
 
     def _update_health(self, db: Session, batch: list[Settlement]) -> None:
-        now = now_utc()
+        now = clock.now()
         succeeded = {s.claimed.subscription_id for s in batch if s.status == SUCCEEDED}
         failed = {s.claimed.subscription_id for s in batch if s.status != SUCCEEDED} - succeeded
         gone = {s.claimed.subscription_id for s in batch if s.status_code == 410}
@@ -254,7 +251,7 @@ class Dispatcher:
     def _run(self, item: Claimed | None) -> None:
         try:
             while item is not None:
-                if item.locked_until - now_utc() < self._needed:
+                if item.locked_until - clock.now() < self._needed:
                     # It waited too long behind its endpoint: another worker may take it
                     # over any moment, so give it back rather than risk two sends.
                     self._on_release([item])
@@ -278,7 +275,7 @@ class Dispatcher:
             self._slots.release()
 
     def _send(self, item: Claimed) -> sender.Response:
-        started = now_utc()
+        started = clock.now()
         try:
             body = item.body
             headers = request_headers(item, int(time.time()))

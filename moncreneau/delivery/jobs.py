@@ -9,9 +9,10 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from moncreneau import clock
 from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory, write_session
-from moncreneau.delivery.dispatcher import Dispatcher, now_utc
+from moncreneau.delivery.dispatcher import Dispatcher
 from moncreneau.delivery.store import Claimed, claim, release
 from moncreneau.models import WebhookSubscription
 from moncreneau.secretbox import SecretBox, resolve_key
@@ -50,7 +51,7 @@ def install(settings: Settings, sessions: sessionmaker[Session] | None = None) -
 
             def on_release(items: list[Claimed]) -> None:
                 with write_session(holder[0].sessions) as db:
-                    release(db, items, now_utc() + RELEASE_DELAY)
+                    release(db, items, clock.now() + RELEASE_DELAY)
                     db.commit()
 
             _context = DeliveryContext(
@@ -74,7 +75,7 @@ def _address(db: Session, ctx: DeliveryContext, claimed: list[Claimed]) -> list[
         s.id: s
         for s in db.scalars(select(WebhookSubscription).where(WebhookSubscription.id.in_(ids)))
     }
-    now = now_utc()
+    now = clock.now()
     keys = {i: secrets_of(s, ctx.box, now) for i, s in subscriptions.items()}
     return [
         replace(c, url=subscriptions[c.subscription_id].url, secrets=keys[c.subscription_id])
@@ -93,7 +94,7 @@ def deliver(delivery_ids: list[str]) -> int:
 
 def deliver_with(ctx: DeliveryContext, delivery_ids: list[str]) -> int:
     with write_session(ctx.sessions) as db:
-        claimed = claim(db, delivery_ids, now_utc(), ctx.lease)
+        claimed = claim(db, delivery_ids, clock.now(), ctx.lease)
         claimed = _address(db, ctx, claimed) if claimed else []
         db.commit()
     if claimed:

@@ -6,9 +6,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
+from moncreneau import clock
 from moncreneau.clock import iso_utc, utcnow
 from moncreneau.delivery.store import DEAD, FAILED, OPEN, PENDING
 from moncreneau.domain.errors import Conflict, NotFound
@@ -116,6 +117,10 @@ def retry(
     return represent(delivery)
 
 
+# Deliveries one replay call schedules at most; call again while `hasMore`.
+MAX_REPLAY = 1000
+
+
 def replay(
     session: Session,
     organization_id: int,
@@ -123,19 +128,31 @@ def replay(
     since: datetime,
     until: datetime,
     statuses: tuple[str, ...] = (FAILED, DEAD),
-) -> list[str]:
-    """Schedule every delivery in `statuses` created in [since, until) for one more attempt now."""
+) -> tuple[list[str], bool]:
+    """Schedule deliveries in `statuses` created in [since, until), oldest first, one more
+    attempt now; at most MAX_REPLAY a call. Returns their ids and whether more are left."""
     find_enabled(session, organization_id, webhook_id)
-    now = utcnow()
-    ids = list(
+    now = clock.now()
+    chosen = list(
         session.scalars(
-            update(Delivery)
+            select(Delivery.seq)
             .where(
                 Delivery.subscription_id == webhook_id,
                 Delivery.status.in_(statuses),
                 Delivery.created_at >= since,
                 Delivery.created_at < until,
+                # a failed delivery already due (one replayed a moment ago, say) needs none
+                or_(Delivery.status == DEAD, Delivery.next_attempt_at > now),
             )
+            .order_by(Delivery.seq)
+            .limit(MAX_REPLAY + 1)
+        )
+    )
+    more = len(chosen) > MAX_REPLAY
+    ids = list(
+        session.scalars(
+            update(Delivery)
+            .where(Delivery.seq.in_(chosen[:MAX_REPLAY]))
             .values(
                 status=FAILED,
                 attempt_budget=case(
@@ -150,4 +167,4 @@ def replay(
             execution_options={"synchronize_session": False},
         )
     )
-    return ids
+    return ids, more

@@ -26,6 +26,10 @@ def chunks(ids: list[str], size: int) -> Iterable[list[str]]:
 class DeliveryQueue(Protocol):
     def enqueue(self, delivery_ids: list[str]) -> None: ...
 
+    def backlog(self) -> int:
+        """Jobs waiting to be taken."""
+        ...
+
 
 class RedisQueue:
     """Jobs of up to `job_batch` ids each; arguments are JSON, never pickles."""
@@ -44,6 +48,9 @@ class RedisQueue:
         ]
         self.queue.enqueue_many(jobs)
 
+    def backlog(self) -> int:
+        return int(self.queue.count)
+
 
 class InlineQueue:
     """Embedded mode: the same job, run by one background thread of this process."""
@@ -56,6 +63,9 @@ class InlineQueue:
     def enqueue(self, delivery_ids: list[str]) -> None:
         for chunk in chunks(delivery_ids, self._batch):
             self._executor.submit(self._run, chunk)
+
+    def backlog(self) -> int:
+        return self._executor._work_queue.qsize()
 
     def _run(self, ids: list[str]) -> None:
         try:
@@ -70,6 +80,9 @@ class SweeperOnly:
 
     def enqueue(self, delivery_ids: list[str]) -> None:
         return None
+
+    def backlog(self) -> int:
+        return 0
 
 
 def rq_queue(redis_url: str, name: str) -> Queue:

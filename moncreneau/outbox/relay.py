@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -21,6 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from moncreneau import clock
 from moncreneau.clock import utcnow
 from moncreneau.config import Settings
 from moncreneau.db import write_session
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 RELAY = "relay"
 # Deliveries created per transaction, whatever the fan-out: keeps transactions short.
 MAX_DELIVERIES_PER_BATCH = 10_000
+# The sweeper queues nothing while this many jobs wait (workers down or far behind).
+MAX_QUEUED_JOBS = 1000
 
 
 def _locked_state(db: Session) -> RelayState:
@@ -75,8 +78,8 @@ def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[boo
         ):
             subscribers[subscription.organization_id].append(subscription)
         # Full precision: replay windows select deliveries by creation time.
-        now = datetime.now(UTC)
-        budget = len(settings.retry_schedule) + 1
+        now = clock.now()
+        budget = settings.attempt_budget
         rows: list[dict[str, Any]] = []
         last = events[-1]
         more = len(events) == settings.relay_batch
@@ -121,7 +124,7 @@ def sweep(sessions: sessionmaker[Session], limit: int = 5000) -> list[str]:
     """
     with write_session(sessions) as db:
         # Not `utcnow()`: a retry due in half a second must not wait for the next whole one.
-        now = datetime.now(UTC)
+        now = clock.now()
         ids = deliveries.due_for_queue(db, now, limit)
         _forget_idempotency_keys(db, now, limit=1000)
         db.commit()
@@ -200,7 +203,10 @@ def _loop(
         if time.monotonic() - last_sweep >= settings.sweep_seconds:
             # On its own: retries and lost jobs keep flowing even if relaying is stuck.
             try:
-                queue.enqueue(sweep(sessions))
+                # With no worker taking jobs, queuing the same deliveries again every lease
+                # would only fill Redis: wait until the queue drains.
+                if queue.backlog() < MAX_QUEUED_JOBS:
+                    queue.enqueue(sweep(sessions))
                 last_sweep = time.monotonic()
             except Exception:
                 log.exception("sweeping due deliveries failed")

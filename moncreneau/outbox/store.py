@@ -14,7 +14,8 @@ from moncreneau.models import EventRecord
 
 # Relays LISTEN on this channel to wake as soon as events commit.
 CHANNEL = "moncreneau_events"
-# `session.info` key: events appended in this session are for that webhook only.
+# `session.info` key: every event appended in this session is for that webhook only
+# (`moncreneau trigger --webhook`, which drives the appointment services unchanged).
 DIRECTED_TO = "moncreneau.directed_to_webhook"
 
 

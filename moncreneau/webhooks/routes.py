@@ -163,11 +163,12 @@ class WebhookReplay(MethodView):
         """Replay failed and dead deliveries created in a time window
 
         `{"from": "2026-02-01T00:00:00Z", "to": "2026-02-02T00:00:00Z"}`, optionally
-        `"statuses": ["dead"]`. Each gets one more attempt now.
+        `"statuses": ["dead"]`. Each gets one more attempt now, oldest first and at most
+        1000 a call: repeat the call while `hasMore` is true.
         """
         if body["until"] <= body["since"]:
             raise Invalid.field("to", "Must be after `from`.")
-        ids = delivery_log.replay(
+        ids, more = delivery_log.replay(
             session(),
             organization_id(),
             webhook_id,
@@ -176,4 +177,4 @@ class WebhookReplay(MethodView):
             tuple(body["statuses"]),
         )
         enqueue_after_commit(ids)
-        return {"count": len(ids), "deliveryIds": ids}
+        return {"count": len(ids), "deliveryIds": ids, "hasMore": more}

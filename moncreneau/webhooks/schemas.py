@@ -150,6 +150,9 @@ class ReplayRequest(ma.Schema):
 class ReplayResult(ma.Schema):
     count = ma.fields.Integer(required=True)
     deliveryIds = ma.fields.List(ma.fields.String(), required=True)
+    hasMore = ma.fields.Boolean(
+        required=True, metadata={"description": "More matched: call again for the next 1000."}
+    )
 
 
 WebhookPage = page_schema(Webhook, "WebhookPage")

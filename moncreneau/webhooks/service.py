@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from moncreneau import clock
 from moncreneau.clock import iso_utc, utcnow
 from moncreneau.config import Settings
 from moncreneau.delivery import store as deliveries
@@ -216,8 +217,8 @@ def send_test(
             "message": "This is a test delivery from MonCréneau.",
         },
     )
-    budget = len(settings.retry_schedule) + 1
-    row = deliveries.new_delivery_row(event, subscription, datetime.now(UTC), budget, queued=False)
+    budget = settings.attempt_budget
+    row = deliveries.new_delivery_row(event, subscription, clock.now(), budget, queued=False)
     ids = deliveries.insert_ignoring_duplicates(session, [row])
     return {"deliveryId": ids[0], "eventId": event.id, "webhookId": subscription.id}
 

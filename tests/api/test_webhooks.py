@@ -194,7 +194,10 @@ def test_replay_needs_a_window_with_offsets(api: Api) -> None:
         f"/webhooks/{hook['id']}/replay",
         {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
     )
-    assert (empty.status_code, empty.json) == (202, {"count": 0, "deliveryIds": []})
+    assert (empty.status_code, empty.json) == (
+        202,
+        {"count": 0, "deliveryIds": [], "hasMore": False},
+    )
 
 
 def test_a_disabled_webhook_refuses_test_sends_retries_and_replays_until_enabled(

@@ -144,3 +144,32 @@ def test_the_sweep_forgets_idempotency_keys_past_their_retention(
     with engine.connect() as conn:
         keys = conn.execute(text("SELECT key FROM idempotency_keys")).scalars().all()
     assert keys == ["new"]
+
+
+def test_replay_goes_in_bounded_steps_and_never_picks_the_same_delivery_twice(
+    app: Flask,
+    api: Api,
+    department: dict[str, Any],
+    settings: Settings,
+    org: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from moncreneau.delivery import log
+
+    hook = api.post("/webhooks", HOOK).json
+    _book(api, department, 5)
+    relay.relay_once(_sessions(app), settings)
+    with write_session(_sessions(app)) as db:
+        db.execute(update(Delivery).values(status=store.DEAD, attempts=4))
+        db.commit()
+    monkeypatch.setattr(log, "MAX_REPLAY", 2)
+    window = (datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1))
+    seen: list[str] = []
+    more = True
+    with write_session(_sessions(app)) as db:
+        while more:
+            ids, more = log.replay(db, org["id"], hook["id"], *window)
+            assert len(ids) <= 2
+            seen += ids
+        db.commit()
+    assert len(seen) == len(set(seen)) == 5
