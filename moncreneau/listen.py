@@ -17,7 +17,10 @@ from moncreneau.receiver import WebhookVerificationError, verify
 MAX_BODY = 1_048_576
 # POST here (not a delivery) to make the next N deliveries fail: `?count=N`.
 FAIL_PATH = "/_listen/fail"
-FORWARDED_HEADERS = ("content-type", "user-agent")
+# Not passed on when forwarding: they describe this hop, not the delivery.
+HOP_HEADERS = frozenset(
+    {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te"}
+)
 
 
 @dataclass
@@ -80,11 +83,7 @@ def describe(body: bytes, headers: dict[str, str], secret: str | None) -> tuple[
 
 def forward(url: str, body: bytes, headers: dict[str, str]) -> int:
     """POST the delivery unchanged to `url`; its status, or 502 if it cannot be reached."""
-    kept = {
-        k: v
-        for k, v in headers.items()
-        if k.lower() in FORWARDED_HEADERS or k.lower().startswith(("x-moncreneau-", "webhook-"))
-    }
+    kept = {k: v for k, v in headers.items() if k.lower() not in HOP_HEADERS}
     request = urllib.request.Request(url, data=body, headers=kept, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

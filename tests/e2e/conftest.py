@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -142,3 +145,60 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = 
             return value
         time.sleep(0.05)
     raise AssertionError(f"not reached within {timeout}s: {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def call(base: str, key: str, method: str, path: str, body: Any = None) -> Any:
+    request = urllib.request.Request(
+        f"{base}/api/v1{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"X-API-Key": key, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"null")
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A `moncreneau run` process in its own folder, and an organization's key."""
+    env = pipeline_env(f"sqlite:///{tmp_path / 'moncreneau.db'}", None)
+    env.pop("MONCRENEAU_SECRET_KEY")  # the embedded mode keeps its own key file
+    port = free_port()
+    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moncreneau", "run", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(up, what="moncreneau run answering /healthz")
+        created = subprocess.run(
+            [sys.executable, "-m", "moncreneau", "org", "create", "Clinique", "--json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            check=True,
+        )
+        yield base, json.loads(created.stdout)["apiKey"]
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    assert (tmp_path / "moncreneau.db.key").exists()
