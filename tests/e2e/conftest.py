@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from moncreneau.config import Settings
+from moncreneau.listen import api_call
 from tests import services
 from tests.conftest import make_settings
 from tests.receiver import Receiver, start_receiver
@@ -154,15 +155,8 @@ def free_port() -> int:
         return port
 
 
-def call(base: str, key: str, method: str, path: str, body: Any = None) -> Any:
-    request = urllib.request.Request(
-        f"{base}/api/v1{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"X-API-Key": key, "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read() or b"null")
+# The same client `moncreneau listen` uses against a running MonCréneau.
+call = api_call
 
 
 @pytest.fixture
