@@ -96,6 +96,9 @@ def run_command(host: str, port: int) -> None:
 
     _upgrade_database()
     rt = _runtime()
+    if "MONCRENEAU_ALLOW_PRIVATE_URLS" not in os.environ:
+        # The one-process mode is for development: receivers on this machine are the point.
+        rt.settings = rt.settings.replace(allow_private_urls=True)
     settings = rt.settings
     # The same relay and delivery job as the production processes, fed by a thread.
     context = jobs.install(settings, rt.sessions)
@@ -105,6 +108,11 @@ def run_command(host: str, port: int) -> None:
         target=relay.run, args=(rt.sessions, settings, rt.queue, stop), name="relay", daemon=True
     ).start()
     click.echo(f"MonCréneau on http://{host}:{port} (database {settings.database_url})")
+    if settings.allow_private_urls:
+        click.echo(
+            "webhook URLs may be http and private addresses (development); "
+            "MONCRENEAU_ALLOW_PRIVATE_URLS=false refuses them"
+        )
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
         waitress.serve(app, host=host, port=port, threads=16, ident="moncreneau")
