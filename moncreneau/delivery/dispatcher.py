@@ -280,7 +280,12 @@ class Dispatcher:
             body = item.body
             headers = request_headers(item, int(time.time()))
             response = sender.post(
-                self._http, item.url, body, headers, self._settings.delivery_timeout
+                self._http,
+                item.url,
+                body,
+                headers,
+                self._settings.delivery_timeout,
+                self._settings.allow_private_urls,
             )
         except Exception as error:  # a bug here must not lose the attempt's bookkeeping
             log.exception("delivery %s could not be sent", item.id)

@@ -14,6 +14,8 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from moncreneau.webhooks.urls import RefusedAddress, public_address
+
 USER_AGENT = "MonCreneau-Webhooks/1.0"
 # Kept from each response for the delivery log.
 EXCERPT_BYTES = 1024
@@ -21,6 +23,7 @@ EXCERPT_BYTES = 1024
 MAX_READ_BYTES = 64 * 1024
 
 _deadline = threading.local()
+_policy = threading.local()
 
 
 class _Watchdog:
@@ -84,6 +87,41 @@ class _Watchdog:
 _watchdog = _Watchdog()
 
 
+class _GuardedConnect:
+    """Connects only to the address it vetted: no second lookup for DNS rebinding to use.
+
+    With private URLs refused (production), a host that resolves to a loopback, private,
+    link-local or otherwise non-public address is never connected to.
+    """
+
+    _dns_host: str
+    port: int
+    timeout: Any
+    source_address: Any
+    socket_options: Any
+
+    def _new_conn(self) -> socket.socket:
+        if getattr(_policy, "allow_private", True):
+            return super()._new_conn()  # type: ignore[misc]
+        try:
+            address = public_address(self._dns_host, self.port)
+        except socket.gaierror as error:
+            raise urllib3.exceptions.NameResolutionError(self._dns_host, self, error) from error  # type: ignore[arg-type]
+        except RefusedAddress as error:
+            raise urllib3.exceptions.NewConnectionError(self, f"refused: {error}") from error  # type: ignore[arg-type]
+        try:
+            return urllib3.util.connection.create_connection(
+                (address, self.port),
+                self.timeout,
+                source_address=self.source_address,
+                socket_options=self.socket_options,
+            )
+        except TimeoutError as error:
+            raise urllib3.exceptions.ConnectTimeoutError(self, "connection timed out") from error
+        except OSError as error:
+            raise urllib3.exceptions.NewConnectionError(self, f"Failed: {error}") from error  # type: ignore[arg-type]
+
+
 class _DeadlineMixin:
     sock: socket.socket | None
 
@@ -101,11 +139,11 @@ class _DeadlineMixin:
         return response
 
 
-class _DeadlineHTTPConnection(_DeadlineMixin, HTTPConnection):
+class _DeadlineHTTPConnection(_GuardedConnect, _DeadlineMixin, HTTPConnection):
     pass
 
 
-class _DeadlineHTTPSConnection(_DeadlineMixin, HTTPSConnection):
+class _DeadlineHTTPSConnection(_GuardedConnect, _DeadlineMixin, HTTPSConnection):
     pass
 
 
@@ -148,11 +186,13 @@ def post(
     body: bytes,
     headers: dict[str, str],
     timeout: float,
+    allow_private: bool = False,
 ) -> Response:
     """POST and classify; never raises for what a receiver or the network does."""
     started = time.monotonic()
     deadline = started + timeout
     _deadline.value = deadline
+    _policy.allow_private = allow_private
     response = None
     status: int | None = None
     error: str | None = None

@@ -15,11 +15,35 @@ def _refuse(reason: str) -> Invalid:
     return Invalid.field("url", reason)
 
 
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class RefusedAddress(ValueError):
+    """A host that resolves to an address deliveries must never reach."""
+
+
+def is_public(address: str) -> bool:
+    """Publicly routable, also for the IPv4 inside IPv4-mapped, NAT64, 6to4 and Teredo forms."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None and not is_public(str(embedded)):
+            return False
     return ip.is_global and not ip.is_multicast
+
+
+def public_address(host: str, port: int) -> str:
+    """Resolve `host` once; the first address if every one is public, else RefusedAddress."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = [str(info[4][0]) for info in infos]
+    for address in addresses:
+        if not is_public(address):
+            raise RefusedAddress(f"{host} resolves to {address}, which is not a public address")
+    if not addresses:
+        raise socket.gaierror(f"{host} has no address")
+    return addresses[0]
 
 
 def check_url(url: str, *, allow_private: bool) -> str:
@@ -47,11 +71,9 @@ def check_url(url: str, *, allow_private: bool) -> str:
     if host == "localhost" or host.endswith(".localhost"):
         raise _refuse(f"{host} is not a public address.")
     try:
-        infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+        public_address(host, port or 443)
     except (socket.gaierror, UnicodeError):
         raise _refuse(f"The host {host} does not resolve.") from None
-    for info in infos:
-        address = str(info[4][0])
-        if not _is_public(address):
-            raise _refuse(f"{host} resolves to {address}, which is not a public address.")
+    except RefusedAddress as error:
+        raise _refuse(f"{error}.") from None
     return url

@@ -1,0 +1,108 @@
+"""Deliveries never reach a non-public address, checked when subscribing and when connecting."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from moncreneau.delivery import sender
+from moncreneau.webhooks.urls import RefusedAddress, is_public, public_address
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "0.1.2.3",
+        "224.0.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "::1",
+        "::",
+        "fd00::1",
+        "fe80::1",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "64:ff9b::a00:1",
+        "2002:a00:1::",
+        "2002:7f00:1::",
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+    ],
+)
+def test_every_non_public_address_form_is_refused(address: str) -> None:
+    assert not is_public(address)
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"])
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert is_public(address)
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """A stub resolver: the test decides what each name resolves to, and counts lookups."""
+    table: dict[str, list[str]] = {}
+    lookups: list[str] = []
+
+    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in table[host]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    table["__lookups__"] = lookups
+    return table
+
+
+@pytest.fixture
+def connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every socket connection attempted; none is really opened."""
+    opened: list[tuple[str, int]] = []
+
+    def create_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> Any:
+        opened.append(address)
+        raise ConnectionRefusedError("not opened in tests")
+
+    monkeypatch.setattr("urllib3.util.connection.create_connection", create_connection)
+    return opened
+
+
+@pytest.mark.parametrize(
+    "addresses", [["10.0.0.7"], ["93.184.216.34", "127.0.0.1"], ["169.254.169.254"]]
+)
+def test_a_delivery_to_a_name_resolving_to_a_private_address_opens_no_socket(
+    resolver: dict[str, list[str]], connections: list[Any], addresses: list[str]
+) -> None:
+    resolver["rebound.example"] = addresses
+    manager = sender.make_pool_manager(4)
+    response = sender.post(manager, "https://rebound.example/hook", b"{}", {}, 2.0)
+    assert response.status_code is None
+    assert response.error is not None and "not a public address" in response.error
+    assert connections == []
+
+
+def test_a_delivery_connects_to_the_vetted_address_without_a_second_lookup(
+    resolver: dict[str, list[str]], connections: list[Any]
+) -> None:
+    resolver["ok.example"] = ["93.184.216.34"]
+    manager = sender.make_pool_manager(4)
+    response = sender.post(manager, "http://ok.example:8080/hook", b"{}", {}, 2.0)
+    assert connections == [("93.184.216.34", 8080)]
+    assert resolver["__lookups__"] == ["ok.example"]
+    assert response.status_code is None
+
+
+def test_resolving_refuses_any_private_address_among_several(
+    resolver: dict[str, list[str]],
+) -> None:
+    resolver["mixed.example"] = ["93.184.216.34", "192.168.0.2"]
+    with pytest.raises(RefusedAddress, match=r"192\.168\.0\.2"):
+        public_address("mixed.example", 443)
