@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -51,6 +52,20 @@ def _schedule(name: str, raw: str) -> tuple[float, ...]:
     return tuple(_float(name, p) for p in parts)
 
 
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    networks = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"{name} must list networks such as 10.8.0.0/16, got {part!r}"
+            ) from None
+    return tuple(networks)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of MonCréneau; `from_env` is the only place that reads the environment."""
@@ -59,6 +74,8 @@ class Settings:
     redis_url: str | None = None
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     allow_private_urls: bool = False
+    # networks webhook URLs may reach although they are not public (an operator's choice)
+    allowed_networks: tuple[str, ...] = ()
     secret_key: str = ""
     delivery_timeout: float = 10.0
     secret_grace_hours: float = 24.0
@@ -93,6 +110,9 @@ class Settings:
             ),
             allow_private_urls=_bool(
                 "MONCRENEAU_ALLOW_PRIVATE_URLS", get("MONCRENEAU_ALLOW_PRIVATE_URLS", "false")
+            ),
+            allowed_networks=_networks(
+                "MONCRENEAU_ALLOWED_NETWORKS", get("MONCRENEAU_ALLOWED_NETWORKS", "")
             ),
             secret_key=get("MONCRENEAU_SECRET_KEY", ""),
             delivery_timeout=_float(

@@ -286,6 +286,7 @@ class Dispatcher:
                 headers,
                 self._settings.delivery_timeout,
                 self._settings.allow_private_urls,
+                self._settings.allowed_networks,
             )
         except Exception as error:  # a bug here must not lose the attempt's bookkeeping
             log.exception("delivery %s could not be sent", item.id)

@@ -104,7 +104,7 @@ class _GuardedConnect:
         if getattr(_policy, "allow_private", True):
             return super()._new_conn()  # type: ignore[misc]
         try:
-            address = public_address(self._dns_host, self.port)
+            address = public_address(self._dns_host, self.port, getattr(_policy, "allowed", ()))
         except socket.gaierror as error:
             raise urllib3.exceptions.NameResolutionError(self._dns_host, self, error) from error  # type: ignore[arg-type]
         except RefusedAddress as error:
@@ -187,12 +187,14 @@ def post(
     headers: dict[str, str],
     timeout: float,
     allow_private: bool = False,
+    allowed: tuple[str, ...] = (),
 ) -> Response:
     """POST and classify; never raises for what a receiver or the network does."""
     started = time.monotonic()
     deadline = started + timeout
     _deadline.value = deadline
     _policy.allow_private = allow_private
+    _policy.allowed = allowed
     response = None
     status: int | None = None
     error: str | None = None

@@ -8,6 +8,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from moncreneau import examples
 from moncreneau.delivery import log as delivery_log
 from moncreneau.domain.errors import Invalid
 from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
@@ -41,7 +42,7 @@ blp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks", description
 @blp.route("")
 class Webhooks(MethodView):
     @blp.arguments(PageArgs, location="query")
-    @blp.response(200, WebhookPage)
+    @blp.response(200, WebhookPage, example=examples.WEBHOOK_PAGE)
     def get(self, args: dict[str, Any]) -> Any:
         """List webhooks"""
         page = service.list_page(session(), organization_id(), args["limit"], args["cursor"])
@@ -49,8 +50,8 @@ class Webhooks(MethodView):
 
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
-    @blp.arguments(WebhookCreate)
-    @blp.response(201, WebhookWithSecret)
+    @blp.arguments(WebhookCreate, example=examples.WEBHOOK_CREATE)
+    @blp.response(201, WebhookWithSecret, example=examples.WEBHOOK_CREATED)
     def post(self, body: dict[str, Any]) -> Any:
         """Subscribe an endpoint
 
@@ -64,13 +65,13 @@ class Webhooks(MethodView):
 
 @blp.route("/<id:webhook_id>")
 class WebhookById(MethodView):
-    @blp.response(200, Webhook)
+    @blp.response(200, Webhook, example=examples.WEBHOOK)
     def get(self, webhook_id: int) -> Any:
         """Get a webhook"""
         return service.get(session(), organization_id(), webhook_id)
 
-    @blp.arguments(WebhookChange)
-    @blp.response(200, Webhook)
+    @blp.arguments(WebhookChange, example=examples.WEBHOOK_CHANGE)
+    @blp.response(200, Webhook, example=examples.WEBHOOK)
     def patch(self, body: dict[str, Any], webhook_id: int) -> Any:
         """Change a webhook (url, events, enabled, description, version)"""
         return service.change(session(), organization_id(), webhook_id, body, runtime().settings)
@@ -86,7 +87,7 @@ class WebhookById(MethodView):
 class WebhookTest(MethodView):
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
-    @blp.response(202, TestSent)
+    @blp.response(202, TestSent, example=examples.TEST_SENT)
     def post(self, webhook_id: int) -> Any:
         """Send a webhook.test event to this endpoint only"""
         sent = service.send_test(session(), organization_id(), webhook_id, runtime().settings)
@@ -98,7 +99,7 @@ class WebhookTest(MethodView):
 class WebhookRotateSecret(MethodView):
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
-    @blp.response(200, WebhookWithSecret)
+    @blp.response(200, WebhookWithSecret, example=examples.WEBHOOK_ROTATED)
     def post(self, webhook_id: int) -> Any:
         """Rotate the signing secret
 
@@ -113,7 +114,7 @@ class WebhookRotateSecret(MethodView):
 @blp.route("/<id:webhook_id>/deliveries")
 class Deliveries(MethodView):
     @blp.arguments(DeliveryQuery, location="query")
-    @blp.response(200, DeliveryPage)
+    @blp.response(200, DeliveryPage, example=examples.DELIVERY_PAGE)
     def get(self, args: dict[str, Any], webhook_id: int) -> Any:
         """List a webhook's deliveries, newest first"""
         page = delivery_log.list_page(
@@ -129,7 +130,7 @@ class Deliveries(MethodView):
 
 @blp.route("/<id:webhook_id>/deliveries/<string:delivery_id>")
 class DeliveryById(MethodView):
-    @blp.response(200, DeliveryDetail)
+    @blp.response(200, DeliveryDetail, example=examples.CREATED_DELIVERY_DETAIL)
     def get(self, webhook_id: int, delivery_id: str) -> Any:
         """Get a delivery with every attempt"""
         return delivery_log.get(session(), organization_id(), webhook_id, delivery_id)
@@ -139,8 +140,12 @@ class DeliveryById(MethodView):
 class DeliveryRetry(MethodView):
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
-    @blp.response(202, DeliveryDetail)
-    @blp.alt_response(409, description="The delivery is being sent right now.")
+    @blp.response(202, DeliveryDetail, example=examples.RETRIED_DELIVERY_DETAIL)
+    @blp.alt_response(
+        409,
+        description="The delivery is being sent right now.",
+        example=examples.DELIVERY_BUSY,
+    )
     def post(self, webhook_id: int, delivery_id: str) -> Any:
         """Send a delivery again now
 
@@ -157,8 +162,8 @@ class DeliveryRetry(MethodView):
 class WebhookReplay(MethodView):
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
-    @blp.arguments(ReplayRequest)
-    @blp.response(202, ReplayResult)
+    @blp.arguments(ReplayRequest, example=examples.REPLAY)
+    @blp.response(202, ReplayResult, example=examples.REPLAY_RESULT)
     def post(self, body: dict[str, Any], webhook_id: int) -> Any:
         """Replay failed and dead deliveries created in a time window
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from moncreneau import examples
 from moncreneau.delivery.store import DEAD, FAILED, PENDING, SUCCEEDED
 from moncreneau.fields import AwareDateTime, Text
 from moncreneau.web import PageArgs, page_schema
@@ -88,7 +89,7 @@ class WebhookWithSecret(Webhook):
         required=True,
         metadata={
             "description": "`whsec_...`: shown only in this response.",
-            "example": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "example": examples.SECRET,
         },
     )
 

@@ -112,7 +112,9 @@ def find(session: Session, organization_id: int, webhook_id: int) -> WebhookSubs
 def create(
     session: Session, organization_id: int, new: NewSubscription, box: SecretBox, settings: Settings
 ) -> dict[str, Any]:
-    url = check_url(new.url, allow_private=settings.allow_private_urls)
+    url = check_url(
+        new.url, allow_private=settings.allow_private_urls, allowed=settings.allowed_networks
+    )
     now = utcnow()
     secret = signing.generate_secret()
     subscription = WebhookSubscription(
@@ -158,7 +160,11 @@ def change(
 ) -> dict[str, Any]:
     subscription = find(session, organization_id, webhook_id)
     if "url" in values:
-        subscription.url = check_url(values["url"], allow_private=settings.allow_private_urls)
+        subscription.url = check_url(
+            values["url"],
+            allow_private=settings.allow_private_urls,
+            allowed=settings.allowed_networks,
+        )
     if "events" in values:
         subscription.events = _check_events(values["events"])
     if "version" in values:

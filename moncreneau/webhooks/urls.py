@@ -34,19 +34,24 @@ def is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def public_address(host: str, port: int) -> str:
-    """Resolve `host` once; the first address if every one is public, else RefusedAddress."""
+def _allowed(address: str, networks: tuple[str, ...]) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    return any(ip in ipaddress.ip_network(n) for n in networks)
+
+
+def public_address(host: str, port: int, allowed: tuple[str, ...] = ()) -> str:
+    """Resolve `host` once; the first address if every one is public (or in `allowed`)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     addresses = [str(info[4][0]) for info in infos]
     for address in addresses:
-        if not is_public(address):
+        if not is_public(address) and not _allowed(address, allowed):
             raise RefusedAddress(f"{host} resolves to {address}, which is not a public address")
     if not addresses:
         raise socket.gaierror(f"{host} has no address")
     return addresses[0]
 
 
-def check_url(url: str, *, allow_private: bool) -> str:
+def check_url(url: str, *, allow_private: bool, allowed: tuple[str, ...] = ()) -> str:
     """The URL if deliveries may be sent to it, else an `Invalid` error with the reason."""
     if len(url) > MAX_URL_LENGTH:
         raise _refuse(f"A URL may be at most {MAX_URL_LENGTH} characters.")
@@ -71,7 +76,7 @@ def check_url(url: str, *, allow_private: bool) -> str:
     if host == "localhost" or host.endswith(".localhost"):
         raise _refuse(f"{host} is not a public address.")
     try:
-        public_address(host, port or 443)
+        public_address(host, port or 443, allowed)
     except (socket.gaierror, UnicodeError):
         raise _refuse(f"The host {host} does not resolve.") from None
     except RefusedAddress as error:

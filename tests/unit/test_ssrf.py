@@ -106,3 +106,25 @@ def test_resolving_refuses_any_private_address_among_several(
     resolver["mixed.example"] = ["93.184.216.34", "192.168.0.2"]
     with pytest.raises(RefusedAddress, match=r"192\.168\.0\.2"):
         public_address("mixed.example", 443)
+
+
+def test_an_operator_allowed_network_is_reachable_and_nothing_else_is(
+    resolver: dict[str, list[str]], connections: list[Any]
+) -> None:
+    resolver["partner.internal"] = ["10.8.1.20"]
+    resolver["other.internal"] = ["10.9.0.1"]
+    manager = sender.make_pool_manager(4)
+    allowed = ("10.8.0.0/16",)
+    sender.post(manager, "https://partner.internal/hook", b"{}", {}, 2.0, False, allowed)
+    refused = sender.post(manager, "https://other.internal/hook", b"{}", {}, 2.0, False, allowed)
+    assert connections == [("10.8.1.20", 443)]
+    assert refused.error is not None and "not a public address" in refused.error
+
+
+def test_allowed_networks_come_from_the_environment() -> None:
+    from moncreneau.config import ConfigError, Settings
+
+    settings = Settings.from_env({"MONCRENEAU_ALLOWED_NETWORKS": "10.8.0.0/16, fd12::/64"})
+    assert settings.allowed_networks == ("10.8.0.0/16", "fd12::/64")
+    with pytest.raises(ConfigError, match="MONCRENEAU_ALLOWED_NETWORKS"):
+        Settings.from_env({"MONCRENEAU_ALLOWED_NETWORKS": "intranet"})
