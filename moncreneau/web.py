@@ -12,6 +12,7 @@ import marshmallow as ma
 from flask import Flask, Response, current_app, g, request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from moncreneau.auth import keys
 from moncreneau.config import Settings
@@ -154,6 +155,17 @@ def _require_json() -> Response | None:
             "The request body must be JSON sent with Content-Type: application/json "
             f"(got {request.mimetype or 'no Content-Type'!r}).",
         )
+    if has_body and request.content_length is None:
+        # A chunked body has no Content-Length to refuse up front, and Werkzeug cuts it
+        # silently at the limit: read one byte more, and refuse if it is there.
+        limit = runtime().settings.max_body_bytes
+        request.max_content_length = limit + 1
+        try:
+            too_large = len(request.get_data(cache=True)) > limit
+        except RequestEntityTooLarge:
+            too_large = True
+        if too_large:
+            return error_response(413)
     return None
 
 
