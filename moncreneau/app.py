@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Flask
 
-from moncreneau import errors, web
+from moncreneau import errors, examples, web
 from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory
 from moncreneau.fields import MAX_ID, IdConverter
@@ -42,17 +43,28 @@ def _spec_config(settings: Settings) -> dict[str, object]:
     }
 
 
-_ERROR_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_ERROR_SCHEMA = {"$ref": "#/components/schemas/Error"}
 _COMMON_ERRORS = {
     "401": "Missing, unknown or revoked `X-API-Key`.",
     "404": "No such resource in your organization.",
     "413": "The request body is too large.",
     "415": "The body is not `application/json`.",
 }
+_PATH_PARAMETER = re.compile(r"\{(\w+)\}")
+
+
+def _error_example(path: str, code: str) -> dict[str, object]:
+    """The sample body of a `code` answer on `path`; a 404 names the path's last resource."""
+    if code == "404":
+        return examples.NOT_FOUND[_PATH_PARAMETER.findall(path)[-1]]
+    return examples.ERRORS[code]
 
 
 def _document_errors(api: errors.MonCreneauApi) -> None:
-    """Give every operation its error responses, all in the common error shape."""
+    """Give every operation its error responses, all in the common error shape, with examples."""
+    shared = api.spec.components.responses
+    shared["UNPROCESSABLE_ENTITY"]["content"]["application/json"]["examples"] = examples.INVALID
+    shared["DEFAULT_ERROR"]["content"]["application/json"]["example"] = examples.ERRORS["default"]
     paths: dict[str, dict[str, dict[str, object]]] = api.spec._paths
     for path, operations in paths.items():
         if not path.startswith(web.API_PREFIX):
@@ -70,7 +82,11 @@ def _document_errors(api: errors.MonCreneauApi) -> None:
                 responses.setdefault(code, {"description": _COMMON_ERRORS[code]})
             for code, response in responses.items():
                 if code.startswith("4") and "$ref" not in response:
-                    response.setdefault("content", _ERROR_REF)
+                    content: dict[str, dict[str, object]] = response.setdefault("content", {})  # type: ignore[assignment]
+                    media = content.setdefault("application/json", {})
+                    media.setdefault("schema", _ERROR_SCHEMA)
+                    if "example" not in media and "examples" not in media:
+                        media["example"] = _error_example(path, code)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -8,6 +8,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from moncreneau import examples
 from moncreneau.appointments import service
 from moncreneau.appointments.schemas import (
     Appointment,
@@ -70,7 +71,7 @@ def _utc(value: datetime | None) -> datetime | None:
 @blp.route("")
 class Appointments(MethodView):
     @blp.arguments(ListArgs, location="query")
-    @blp.response(200, AppointmentPage)
+    @blp.response(200, AppointmentPage, example=examples.APPOINTMENT_PAGE)
     def get(self, args: dict[str, Any]) -> Any:
         """List appointments"""
         status = args.get("status")
@@ -87,9 +88,11 @@ class Appointments(MethodView):
 
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
-    @blp.arguments(AppointmentCreate)
-    @blp.response(201, Appointment, headers=ETAG_HEADER)
-    @blp.alt_response(409, description="The slot is full; nothing was booked.")
+    @blp.arguments(AppointmentCreate, example=examples.APPOINTMENT_CREATE)
+    @blp.response(201, Appointment, headers=ETAG_HEADER, example=examples.APPOINTMENT)
+    @blp.alt_response(
+        409, description="The slot is full; nothing was booked.", example=examples.SLOT_FULL
+    )
     def post(self, body: dict[str, Any]) -> Any:
         """Book an appointment
 
@@ -101,17 +104,23 @@ class Appointments(MethodView):
 
 @blp.route("/<id:appointment_id>")
 class AppointmentById(MethodView):
-    @blp.response(200, Appointment, headers=ETAG_HEADER)
+    @blp.response(200, Appointment, headers=ETAG_HEADER, example=examples.APPOINTMENT)
     def get(self, appointment_id: int) -> Any:
         """Get an appointment"""
         appointment = service.get(session(), organization_id(), appointment_id)
         return appointment, 200, etag(appointment)
 
     @blp.doc(**IF_MATCH_DOC)
-    @blp.arguments(AppointmentChange)
-    @blp.response(200, Appointment, headers=ETAG_HEADER)
-    @blp.alt_response(409, description="Slot full, final status, or a concurrent change.")
-    @blp.alt_response(412, description="If-Match named an older version.")
+    @blp.arguments(AppointmentChange, example=examples.APPOINTMENT_CHANGE)
+    @blp.response(200, Appointment, headers=ETAG_HEADER, example=examples.APPOINTMENT_RESCHEDULED)
+    @blp.alt_response(
+        409,
+        description="Slot full, final status, or a concurrent change.",
+        example=examples.RESCHEDULE_SLOT_FULL,
+    )
+    @blp.alt_response(
+        412, description="If-Match named an older version.", example=examples.STALE_VERSION
+    )
     def patch(self, body: dict[str, Any], appointment_id: int) -> Any:
         """Reschedule or change contact details
 
@@ -124,7 +133,7 @@ class AppointmentById(MethodView):
         return appointment, 200, etag(appointment)
 
 
-def _lifecycle(action: str, event: str) -> type[MethodView]:
+def _lifecycle(action: str, event: str, result: dict[str, Any]) -> type[MethodView]:
     def post(self: MethodView, body: dict[str, Any], appointment_id: int) -> Any:
         appointment = service.transition(
             session(),
@@ -139,24 +148,35 @@ def _lifecycle(action: str, event: str) -> type[MethodView]:
     post.__doc__ = f"{action.capitalize()} an appointment\n\nEmits `{event}`."
     if action == "cancel":
         post.__doc__ += ' The body is optional: `{"reason": "..."}`.'
-    view = blp.arguments(CancelBody if action == "cancel" else NoBody, required=False)(post)
-    view = blp.alt_response(412, description="If-Match named an older version.")(view)
-    view = blp.alt_response(409, description="Not allowed from the current status.")(view)
-    view = blp.response(200, Appointment, headers=ETAG_HEADER)(view)
+    schema, example = (CancelBody, examples.CANCEL) if action == "cancel" else (NoBody, {})
+    view = blp.arguments(schema, required=False, example=example)(post)
+    view = blp.alt_response(
+        412, description="If-Match named an older version.", example=examples.STALE_VERSION
+    )(view)
+    view = blp.alt_response(
+        409,
+        description="Not allowed from the current status.",
+        example=examples.TRANSITION_CONFLICT[action],
+    )(view)
+    view = blp.response(200, Appointment, headers=ETAG_HEADER, example=result)(view)
     view = blp.doc(**IF_MATCH_DOC)(blp.doc(**IDEMPOTENCY_DOC)(view))
     view = idempotent(view)
     cls = type(f"Appointment{action.capitalize()}", (MethodView,), {"post": view})
     return blp.route(f"/<id:appointment_id>/{action}")(cls)
 
 
-AppointmentValidate = _lifecycle("validate", "appointment.validated")
-AppointmentComplete = _lifecycle("complete", "appointment.completed")
-AppointmentCancel = _lifecycle("cancel", "appointment.cancelled")
+AppointmentValidate = _lifecycle(
+    "validate", "appointment.validated", examples.APPOINTMENT_VALIDATED
+)
+AppointmentComplete = _lifecycle(
+    "complete", "appointment.completed", examples.APPOINTMENT_COMPLETED
+)
+AppointmentCancel = _lifecycle("cancel", "appointment.cancelled", examples.APPOINTMENT_CANCELLED)
 
 
 @blp.route("/<id:appointment_id>/events")
 class AppointmentEvents(MethodView):
-    @blp.response(200, EventPage)
+    @blp.response(200, EventPage, example=examples.APPOINTMENT_HISTORY)
     def get(self, appointment_id: int) -> Any:
         """An appointment's event history, oldest first
 

@@ -7,6 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from moncreneau import examples
 from moncreneau.departments import service
 from moncreneau.departments.schemas import Department, DepartmentCreate, DepartmentPage
 from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
@@ -21,7 +22,7 @@ blp = Blueprint(
 @blp.route("")
 class Departments(MethodView):
     @blp.arguments(PageArgs, location="query")
-    @blp.response(200, DepartmentPage)
+    @blp.response(200, DepartmentPage, example=examples.DEPARTMENT_PAGE)
     def get(self, args: dict[str, Any]) -> Any:
         """List departments"""
         page = service.list_page(session(), organization_id(), args["limit"], args["cursor"])
@@ -29,8 +30,8 @@ class Departments(MethodView):
 
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
-    @blp.arguments(DepartmentCreate)
-    @blp.response(201, Department)
+    @blp.arguments(DepartmentCreate, example=examples.DEPARTMENT_CREATE)
+    @blp.response(201, Department, example=examples.DEPARTMENT)
     def post(self, body: dict[str, Any]) -> Any:
         """Create a department"""
         return service.create(session(), organization_id(), service.NewDepartment(**body))
@@ -38,7 +39,7 @@ class Departments(MethodView):
 
 @blp.route("/<id:department_id>")
 class DepartmentById(MethodView):
-    @blp.response(200, Department)
+    @blp.response(200, Department, example=examples.DEPARTMENT)
     def get(self, department_id: int) -> Any:
         """Get a department"""
         return service.get(session(), organization_id(), department_id)

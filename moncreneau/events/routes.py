@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import select
 
+from moncreneau import examples
 from moncreneau.domain.errors import NotFound
 from moncreneau.events.schemas import Event, EventPage, EventQuery
 from moncreneau.fields import is_public_id
@@ -23,7 +24,7 @@ blp = Blueprint("events", __name__, url_prefix="/api/v1/events", description="Ev
 @blp.route("")
 class Events(MethodView):
     @blp.arguments(EventQuery, location="query")
-    @blp.response(200, EventPage)
+    @blp.response(200, EventPage, example=examples.EVENT_PAGE)
     def get(self, args: dict[str, Any]) -> Any:
         """List events, oldest first
 
@@ -42,7 +43,7 @@ class Events(MethodView):
 
 @blp.route("/<string:event_id>")
 class EventById(MethodView):
-    @blp.response(200, Event)
+    @blp.response(200, Event, example=examples.CREATED_EVENT)
     def get(self, event_id: str) -> Any:
         """Get an event"""
         record = is_public_id(event_id, "evt") and session().scalar(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from moncreneau import examples
 from moncreneau.domain.events import APPOINTMENT_EVENT_TYPES
 from moncreneau.web import PageArgs, page_schema
 
@@ -20,7 +21,7 @@ class EventData(ma.Schema):
 
 
 class Event(ma.Schema):
-    id = ma.fields.String(required=True, metadata={"example": "evt_01jd3k5q8c2v0t7m6x4yb9r1ze"})
+    id = ma.fields.String(required=True, metadata={"example": examples.CREATED_EVENT_ID})
     type = ma.fields.String(required=True, metadata={"enum": list(EVENT_TYPES)})
     created = ma.fields.String(required=True, metadata={"format": "date-time"})
     version = ma.fields.String(required=True, metadata={"example": "1.0"})
