@@ -159,7 +159,7 @@ def _lifecycle(action: str, event: str, result: dict[str, Any]) -> type[MethodVi
         example=examples.TRANSITION_CONFLICT[action],
     )(view)
     view = blp.response(200, Appointment, headers=ETAG_HEADER, example=result)(view)
-    view = blp.doc(**IF_MATCH_DOC)(blp.doc(**IDEMPOTENCY_DOC)(view))
+    view = blp.doc(parameters=IF_MATCH_DOC["parameters"] + IDEMPOTENCY_DOC["parameters"])(view)
     view = idempotent(view)
     cls = type(f"Appointment{action.capitalize()}", (MethodView,), {"post": view})
     return blp.route(f"/<id:appointment_id>/{action}")(cls)

@@ -62,3 +62,14 @@ def test_the_docs_page_and_its_assets_are_served_without_a_key(app: Flask) -> No
     asset = client.get("/api/v1/docs/assets/swagger-ui-bundle.js")
     assert asset.status_code == 200
     assert len(asset.get_data()) > 100_000
+
+
+def test_every_post_documents_the_idempotency_key_header(app: Flask) -> None:
+    spec = app.test_client().get("/api/v1/openapi.json").json
+    for path, operations in spec["paths"].items():
+        if "post" not in operations:
+            continue
+        headers = [
+            p["name"] for p in operations["post"].get("parameters", []) if p["in"] == "header"
+        ]
+        assert "Idempotency-Key" in headers, f"POST {path}"
