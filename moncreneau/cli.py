@@ -21,17 +21,12 @@ from moncreneau.app import create_app
 from moncreneau.auth import keys
 from moncreneau.db import write_session
 from moncreneau.domain.errors import DomainError
-from moncreneau.web import Runtime
-
-
-def _runtime() -> Runtime:
-    rt: Runtime = current_app.extensions["moncreneau"]
-    return rt
+from moncreneau.web import runtime
 
 
 @contextmanager
 def _transaction() -> Iterator[Session]:
-    db = write_session(_runtime().sessions)
+    db = write_session(runtime().sessions)
     try:
         yield db
         db.commit()
@@ -49,7 +44,7 @@ def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
 def _upgrade_database() -> None:
     from moncreneau.migrate import upgrade
 
-    upgrade(_runtime().sessions.kw["bind"])
+    upgrade(runtime().sessions.kw["bind"])
 
 
 cli = FlaskGroup(
@@ -74,7 +69,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _require_redis() -> str:
-    url = _runtime().settings.redis_url
+    url = runtime().settings.redis_url
     if not url:
         raise click.ClickException(
             "REDIS_URL is not set: the production processes share work through Redis. "
@@ -95,7 +90,7 @@ def run_command(host: str, port: int) -> None:
     from moncreneau.outbox import relay
 
     _upgrade_database()
-    rt = _runtime()
+    rt = runtime()
     if "MONCRENEAU_ALLOW_PRIVATE_URLS" not in os.environ:
         # The one-process mode is for development: receivers on this machine are the point.
         rt.settings = rt.settings.replace(allow_private_urls=True)
@@ -127,7 +122,7 @@ def relay_command() -> None:
     from moncreneau.outbox import relay
 
     _require_redis()
-    rt = _runtime()
+    rt = runtime()
     stop = _stop_on_signals()
     click.echo("relay started")
     relay.run(rt.sessions, rt.settings, RedisQueue(rt.settings), stop)
@@ -145,7 +140,7 @@ def worker_command(burst: bool) -> None:
     from moncreneau.delivery.queueing import rq_queue
 
     url = _require_redis()
-    rt = _runtime()
+    rt = runtime()
     context = jobs.install(rt.settings, rt.sessions)
     queue = rq_queue(url, rt.settings.queue_name)
     # SimpleWorker runs jobs in this process, so the dispatcher's requests in flight and
@@ -280,7 +275,7 @@ def trigger_command(event_type: str, org_id: int, webhook_id: int | None) -> Non
     """
     from moncreneau.trigger import trigger
 
-    rt = _runtime()
+    rt = runtime()
     with _transaction() as db:
         keys.require_organization(db, org_id)
         events = trigger(db, org_id, event_type, rt.settings, webhook_id)

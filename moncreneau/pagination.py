@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from moncreneau.domain.errors import Invalid
 
@@ -44,3 +48,24 @@ class Page(Generic[T]):
         if len(rows) > limit:
             return cls(items[:limit], encode_cursor(kind, getattr(rows[limit - 1], key)))
         return cls(items, None)
+
+
+def keyset_page(
+    session: Session,
+    query: Select[Any],
+    column: InstrumentedAttribute[int],
+    kind: str,
+    limit: int,
+    cursor: str | None,
+    render: Callable[[list[Any]], list[T]],
+    *,
+    newest_first: bool = False,
+    maximum: int = 2**31 - 1,
+) -> Page[T]:
+    """One page of `query` ordered by the unique, growing `column`, after `cursor`."""
+    if cursor:
+        after = decode_cursor(kind, cursor, maximum)
+        query = query.where(column < after if newest_first else column > after)
+    order = column.desc() if newest_first else column
+    rows = list(session.scalars(query.order_by(order).limit(limit + 1)))
+    return Page.of(rows, limit, kind, column.key, render(rows[:limit]))

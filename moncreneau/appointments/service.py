@@ -20,7 +20,7 @@ from moncreneau.domain.errors import Conflict, Invalid, NotFound, PreconditionFa
 from moncreneau.domain.events import AppointmentEvent, AppointmentUpdated
 from moncreneau.models import AppointmentRow, Department, EventRecord
 from moncreneau.outbox import store
-from moncreneau.pagination import Page, decode_cursor
+from moncreneau.pagination import Page, keyset_page
 
 PROJECTED = (
     "department_id",
@@ -295,17 +295,13 @@ def list_page(
         query = query.where(AppointmentRow.starts_at >= filters.starts_from)
     if filters.starts_before is not None:
         query = query.where(AppointmentRow.starts_at < filters.starts_before)
-    if cursor:
-        query = query.where(AppointmentRow.id > decode_cursor("appointments", cursor))
-    rows = list(session.scalars(query.order_by(AppointmentRow.id).limit(limit + 1)))
-    zones = {
-        d.id: zone(d.timezone)
-        for d in session.scalars(
-            select(Department).where(Department.id.in_({r.department_id for r in rows}))
-        )
-    }
-    items = [represent(_from_row(r), zones[r.department_id]) for r in rows]
-    return Page.of(rows, limit, "appointments", "id", items)
+
+    def render(rows: list[AppointmentRow]) -> list[dict[str, Any]]:
+        departments = select(Department).where(Department.id.in_({r.department_id for r in rows}))
+        zones = {d.id: zone(d.timezone) for d in session.scalars(departments)}
+        return [represent(_from_row(r), zones[r.department_id]) for r in rows]
+
+    return keyset_page(session, query, AppointmentRow.id, "appointments", limit, cursor, render)
 
 
 def history(session: Session, organization_id: int, appointment_id: int) -> list[EventRecord]:

@@ -15,7 +15,7 @@ from moncreneau.delivery.store import DEAD, FAILED, OPEN, PENDING
 from moncreneau.domain.errors import Conflict, NotFound
 from moncreneau.fields import is_public_id
 from moncreneau.models import Delivery, DeliveryAttempt
-from moncreneau.pagination import Page, decode_cursor
+from moncreneau.pagination import Page, keyset_page
 from moncreneau.webhooks.service import find as find_subscription
 from moncreneau.webhooks.service import find_enabled
 
@@ -93,10 +93,17 @@ def list_page(
     query = select(Delivery).where(Delivery.subscription_id == webhook_id)
     if status:
         query = query.where(Delivery.status == status)
-    if cursor:
-        query = query.where(Delivery.seq < decode_cursor("deliveries", cursor, 2**63 - 1))
-    rows = list(session.scalars(query.order_by(Delivery.seq.desc()).limit(limit + 1)))
-    return Page.of(rows, limit, "deliveries", "seq", [represent(d) for d in rows])
+    return keyset_page(
+        session,
+        query,
+        Delivery.seq,
+        "deliveries",
+        limit,
+        cursor,
+        lambda rows: [represent(d) for d in rows],
+        newest_first=True,
+        maximum=2**63 - 1,
+    )
 
 
 def retry(

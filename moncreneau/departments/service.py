@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from moncreneau.clock import iso_utc, utcnow
 from moncreneau.domain.errors import Invalid, NotFound
 from moncreneau.models import Department
-from moncreneau.pagination import Page, decode_cursor
+from moncreneau.pagination import Page, keyset_page
 
 
 @cache
@@ -87,7 +87,12 @@ def list_page(
     session: Session, organization_id: int, limit: int, cursor: str | None
 ) -> Page[dict[str, Any]]:
     query = select(Department).where(Department.organization_id == organization_id)
-    if cursor:
-        query = query.where(Department.id > decode_cursor("departments", cursor))
-    rows = list(session.scalars(query.order_by(Department.id).limit(limit + 1)))
-    return Page.of(rows, limit, "departments", "id", [represent(d) for d in rows])
+    return keyset_page(
+        session,
+        query,
+        Department.id,
+        "departments",
+        limit,
+        cursor,
+        lambda rows: [represent(d) for d in rows],
+    )

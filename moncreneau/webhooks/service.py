@@ -17,7 +17,7 @@ from moncreneau.domain.errors import Conflict, Invalid, NotFound
 from moncreneau.domain.events import APPOINTMENT_EVENT_TYPES
 from moncreneau.models import EventRecord, WebhookSubscription
 from moncreneau.outbox import store
-from moncreneau.pagination import Page, decode_cursor
+from moncreneau.pagination import Page, keyset_page
 from moncreneau.secretbox import SecretBox
 from moncreneau.webhooks import payloads, signing
 from moncreneau.webhooks.urls import check_url
@@ -145,10 +145,15 @@ def list_page(
         WebhookSubscription.organization_id == organization_id,
         WebhookSubscription.deleted_at.is_(None),
     )
-    if cursor:
-        query = query.where(WebhookSubscription.id > decode_cursor("webhooks", cursor))
-    rows = list(session.scalars(query.order_by(WebhookSubscription.id).limit(limit + 1)))
-    return Page.of(rows, limit, "webhooks", "id", [represent(s) for s in rows])
+    return keyset_page(
+        session,
+        query,
+        WebhookSubscription.id,
+        "webhooks",
+        limit,
+        cursor,
+        lambda rows: [represent(s) for s in rows],
+    )
 
 
 def change(
