@@ -7,7 +7,7 @@ import re
 
 from flask import Flask
 
-from moncreneau import errors, examples, web
+from moncreneau import errors, examples, ratelimit, web
 from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory
 from moncreneau.fields import MAX_ID, IdConverter
@@ -49,6 +49,7 @@ _COMMON_ERRORS = {
     "404": "No such resource in your organization.",
     "413": "The request body is too large.",
     "415": "The body is not `application/json`.",
+    "429": "Over the API key's rate limit; `Retry-After` says when to retry.",
 }
 _PATH_PARAMETER = re.compile(r"\{(\w+)\}")
 
@@ -73,7 +74,7 @@ def _document_errors(api: errors.MonCreneauApi) -> None:
             if method not in ("get", "post", "patch", "put", "delete"):
                 continue
             responses: dict[str, dict[str, object]] = operation.setdefault("responses", {})  # type: ignore[assignment]
-            wanted = ["401"]
+            wanted = ["401", "429"]
             if "{" in path:
                 wanted.append("404")
             if method in ("post", "patch"):
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         api.register_blueprint(blueprint)
     _document_errors(api)
     app.register_blueprint(health)
+    ratelimit.install(app, settings)
     web.install(app)
     errors.register(app)
     return app

@@ -52,6 +52,19 @@ def _schedule(name: str, raw: str) -> tuple[float, ...]:
     return tuple(_float(name, p) for p in parts)
 
 
+def _rate_limit(name: str, raw: str) -> str:
+    from limits import parse_many
+
+    try:
+        if raw.strip():
+            parse_many(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must read like '100 per second; 3000 per minute', got {raw!r}"
+        ) from None
+    return raw.strip()
+
+
 def _networks(name: str, raw: str) -> tuple[str, ...]:
     networks = []
     for part in (p.strip() for p in raw.split(",")):
@@ -80,6 +93,8 @@ class Settings:
     delivery_timeout: float = 10.0
     secret_grace_hours: float = 24.0
     max_body_bytes: int = 1_048_576
+    # per API key, in the `limits` notation; empty: no limit
+    rate_limit: str = "100 per second; 3000 per minute"
     default_page_size: int = 50
     max_page_size: int = 200
     log_level: str = "INFO"
@@ -120,6 +135,10 @@ class Settings:
             ),
             secret_grace_hours=_float(
                 "MONCRENEAU_SECRET_GRACE_HOURS", get("MONCRENEAU_SECRET_GRACE_HOURS", "24")
+            ),
+            rate_limit=_rate_limit(
+                "MONCRENEAU_RATE_LIMIT",
+                get("MONCRENEAU_RATE_LIMIT", "100 per second; 3000 per minute"),
             ),
             max_body_bytes=_int(
                 "MONCRENEAU_MAX_BODY_BYTES", get("MONCRENEAU_MAX_BODY_BYTES", "1048576"), 1024

@@ -314,6 +314,7 @@ ERRORS = {
         "The request body must be JSON sent with Content-Type: application/json "
         "(got 'application/x-www-form-urlencoded').",
     ),
+    "429": _error(429, "Too many requests for this API key; retry after Retry-After seconds."),
     "default": _error(500, "Internal server error."),
 }
 NOT_FOUND = {
