@@ -16,7 +16,6 @@ from moncreneau.errors import error_response
 from moncreneau.models import IDEMPOTENCY_RETENTION, IdempotencyRecord
 from moncreneau.web import organization_id, runtime, session
 
-RETENTION = IDEMPOTENCY_RETENTION
 HEADER = "Idempotency-Key"
 _REPLAYED_HEADERS = ("Content-Type", "ETag", "Location", "X-Next-Cursor")
 DOC = {
@@ -85,7 +84,7 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
                 IdempotencyRecord.organization_id == org, IdempotencyRecord.key == key
             )
         )
-        if record is not None and record.created_at < now - RETENTION:
+        if record is not None and record.created_at < now - IDEMPOTENCY_RETENTION:
             db.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record.id))
             record = None
         if record is not None:

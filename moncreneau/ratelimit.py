@@ -7,9 +7,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from moncreneau.config import Settings
-
-API_PREFIX = "/api/v1"
-PUBLIC = (f"{API_PREFIX}/openapi.json", f"{API_PREFIX}/docs")
+from moncreneau.web import API_PREFIX, PUBLIC_PATHS
 
 
 def _bucket() -> str:
@@ -21,7 +19,7 @@ def _bucket() -> str:
 
 
 def _exempt() -> bool:
-    return not request.path.startswith(API_PREFIX) or request.path.startswith(PUBLIC)
+    return not request.path.startswith(API_PREFIX) or request.path.startswith(PUBLIC_PATHS)
 
 
 def install(app: Flask, settings: Settings) -> Limiter | None:

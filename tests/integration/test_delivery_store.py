@@ -50,9 +50,10 @@ def _settlement(claimed: store.Claimed, status: str, code: int) -> store.Settlem
     )
 
 
-def test_a_late_failure_does_not_undo_the_claim_of_the_worker_that_took_over(
-    app: Flask, api: Api, department: dict[str, Any], settings: Settings, engine: Engine
-) -> None:
+def _taken_over(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings
+) -> tuple[store.Claimed, store.Claimed]:
+    """One delivery claimed by a worker whose lease ran out, then by the one that took over."""
     api.post("/webhooks", HOOK)
     _book(api, department, 1)
     relay.relay_once(_sessions(app), settings)
@@ -60,8 +61,17 @@ def test_a_late_failure_does_not_undo_the_claim_of_the_worker_that_took_over(
     with write_session(_sessions(app)) as db:
         [delivery_id] = db.scalars(select(Delivery.id))
         [stale] = store.claim(db, [delivery_id], now, timedelta(seconds=-1))
-        # the lease ran out; another worker claims the delivery
         [current] = store.claim(db, [delivery_id], now, timedelta(seconds=60))
+        db.commit()
+    return stale, current
+
+
+def test_a_late_failure_does_not_undo_the_claim_of_the_worker_that_took_over(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings, engine: Engine
+) -> None:
+    stale, current = _taken_over(app, api, department, settings)
+    now = datetime.now(UTC)
+    with write_session(_sessions(app)) as db:
         store.settle(db, [_settlement(stale, store.FAILED, 500)], now)
         db.commit()
     with engine.connect() as conn:
@@ -82,15 +92,9 @@ def test_a_late_failure_does_not_undo_the_claim_of_the_worker_that_took_over(
 def test_a_release_gives_back_only_a_claim_still_held(
     app: Flask, api: Api, department: dict[str, Any], settings: Settings
 ) -> None:
-    api.post("/webhooks", HOOK)
-    _book(api, department, 1)
-    relay.relay_once(_sessions(app), settings)
-    now = datetime.now(UTC)
+    stale, current = _taken_over(app, api, department, settings)
     with write_session(_sessions(app)) as db:
-        [delivery_id] = db.scalars(select(Delivery.id))
-        [stale] = store.claim(db, [delivery_id], now, timedelta(seconds=-1))
-        [current] = store.claim(db, [delivery_id], now, timedelta(seconds=60))
-        store.release(db, [stale], now)
+        store.release(db, [stale], datetime.now(UTC))
         db.commit()
     with write_session(_sessions(app)) as db:
         row = db.scalar(select(Delivery))

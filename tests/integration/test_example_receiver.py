@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from flask.testing import FlaskClient
@@ -22,21 +20,14 @@ from rq.serializers import JSONSerializer
 from examples.flask_receiver import Config, create_app, process_event
 from moncreneau.webhooks import signing
 from tests import services
+from tests.samples import BODY, EVENT
 
 pytestmark = pytest.mark.redis
 
 # The example's jobs go to their own database on the suite's Redis server.
-REDIS_URL = urlsplit(services.REDIS_URL)._replace(path="/14").geturl()
+REDIS_URL = services.redis_database(14)
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 OLD_SECRET = "whsec_" + base64.b64encode(bytes(range(100, 132))).decode()
-EVENT = {
-    "id": "evt_01jd3k5q8c2v0t7m6x4yb9r1ze",
-    "type": "appointment.created",
-    "created": "2026-02-01T09:00:03Z",
-    "version": "1.0",
-    "data": {"object": {"id": 123, "status": "pending", "version": 1}},
-}
-BODY = json.dumps(EVENT).encode()
 PATH = "/webhooks/moncreneau"
 
 

@@ -30,15 +30,8 @@ from moncreneau.receiver import (
 )
 from moncreneau.webhooks import signing
 from tests import services
+from tests.samples import BODY, EVENT
 
-EVENT = {
-    "id": "evt_01jd3k5q8c2v0t7m6x4yb9r1ze",
-    "type": "appointment.created",
-    "created": "2026-02-01T09:00:03Z",
-    "version": "1.0",
-    "data": {"object": {"id": 123, "status": "pending", "version": 1}},
-}
-BODY = json.dumps(EVENT).encode()
 MSG_ID = "dlv_01jd3k5q8c2v0t7m6x4yb9r1zf"
 NOW = 1_767_225_600
 # Fixed secrets, so that a failure is reproducible.
