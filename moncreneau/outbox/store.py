@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -64,21 +63,14 @@ def append(
     return record
 
 
-def read_after(
-    session: Session,
-    after: int,
-    limit: int,
-    *,
-    organization_id: int | None = None,
-    types: Sequence[str] | None = None,
-) -> list[EventRecord]:
-    """Events with a position greater than `after`, oldest first."""
-    query = select(EventRecord).where(EventRecord.position > after)
-    if organization_id is not None:
-        query = query.where(EventRecord.organization_id == organization_id)
-    if types:
-        query = query.where(EventRecord.type.in_(types))
-    query = query.order_by(EventRecord.position).limit(limit)
+def read_after(session: Session, after: int, limit: int) -> list[EventRecord]:
+    """Events with a position greater than `after`, oldest first (the relay's read)."""
+    query = (
+        select(EventRecord)
+        .where(EventRecord.position > after)
+        .order_by(EventRecord.position)
+        .limit(limit)
+    )
     return list(session.scalars(query))
 
 
