@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import re
 
 from flask import Flask
 
-from moncreneau import errors, examples, ratelimit, web
+from moncreneau import errors, examples, logs, ratelimit, web
 from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory
 from moncreneau.fields import MAX_ID, IdConverter
@@ -100,8 +99,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         PROPAGATE_EXCEPTIONS=False,
         TESTING=settings.testing,
     )
-    logging.basicConfig(level=settings.log_level)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format)
 
     engine = make_engine(settings.database_url)
     runtime = web.Runtime(settings=settings, sessions=make_session_factory(engine))
@@ -123,6 +121,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         api.register_blueprint(blueprint)
     _document_errors(api)
     app.register_blueprint(health)
+    web.trace(app)
     ratelimit.install(app, settings)
     web.install(app)
     errors.register(app)

@@ -17,6 +17,7 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, routes_command, shell_command
 from sqlalchemy.orm import Session
 
+from moncreneau import logs
 from moncreneau.app import create_app
 from moncreneau.auth import keys
 from moncreneau.db import write_session
@@ -91,6 +92,9 @@ def run_command(host: str, port: int) -> None:
 
     _upgrade_database()
     rt = runtime()
+    if "MONCRENEAU_LOG_FORMAT" not in os.environ:
+        # Someone is reading this in a terminal; production processes log JSON.
+        logs.configure(rt.settings.log_level, "text")
     if "MONCRENEAU_ALLOW_PRIVATE_URLS" not in os.environ:
         # The one-process mode is for development: receivers on this machine are the point.
         rt.settings = rt.settings.replace(allow_private_urls=True)
@@ -115,13 +119,39 @@ def run_command(host: str, port: int) -> None:
         stop.set()
 
 
+_metrics_port = click.option(
+    "--metrics-port",
+    envvar="MONCRENEAU_METRICS_PORT",
+    type=int,
+    default=None,
+    help="Serve this process's Prometheus metrics on this port.",
+)
+_metrics_host = click.option(
+    "--metrics-host",
+    envvar="MONCRENEAU_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+)
+
+
+def _serve_metrics(host: str, port: int | None) -> None:
+    if port is not None:
+        from moncreneau import metrics
+
+        metrics.serve(port, host)
+        click.echo(f"metrics on http://{host}:{port}/metrics")
+
+
 @cli.command("relay")
-def relay_command() -> None:
+@_metrics_port
+@_metrics_host
+def relay_command(metrics_port: int | None, metrics_host: str) -> None:
     """Create deliveries from the event log and queue them (production; any number may run)."""
     from moncreneau.delivery.queueing import RedisQueue
     from moncreneau.outbox import relay
 
     _require_redis()
+    _serve_metrics(metrics_host, metrics_port)
     rt = runtime()
     stop = _stop_on_signals()
     click.echo("relay started")
@@ -131,7 +161,9 @@ def relay_command() -> None:
 
 @cli.command("worker")
 @click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
-def worker_command(burst: bool) -> None:
+@_metrics_port
+@_metrics_host
+def worker_command(burst: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Send queued deliveries (production; any number may run)."""
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
@@ -140,6 +172,7 @@ def worker_command(burst: bool) -> None:
     from moncreneau.delivery.queueing import rq_queue
 
     url = _require_redis()
+    _serve_metrics(metrics_host, metrics_port)
     rt = runtime()
     context = jobs.install(rt.settings, rt.sessions)
     queue = rq_queue(url, rt.settings.queue_name)

@@ -65,6 +65,13 @@ def _rate_limit(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
 def _networks(name: str, raw: str) -> tuple[str, ...]:
     networks = []
     for part in (p.strip() for p in raw.split(",")):
@@ -98,6 +105,10 @@ class Settings:
     default_page_size: int = 50
     max_page_size: int = 200
     log_level: str = "INFO"
+    # "json" (one object a line, for log pipelines) or "text" (for a terminal)
+    log_format: str = "json"
+    # when set, /metrics wants `Authorization: Bearer <token>`
+    metrics_token: str = ""
     # a subscription whose deliveries all failed for this long is disabled
     disable_after_hours: float = 120.0
     # requests in flight per worker process, and per endpoint within it
@@ -144,6 +155,10 @@ class Settings:
                 "MONCRENEAU_MAX_BODY_BYTES", get("MONCRENEAU_MAX_BODY_BYTES", "1048576"), 1024
             ),
             log_level=get("MONCRENEAU_LOG_LEVEL", "INFO").upper(),
+            log_format=_choice(
+                "MONCRENEAU_LOG_FORMAT", get("MONCRENEAU_LOG_FORMAT", "json"), ("json", "text")
+            ),
+            metrics_token=get("MONCRENEAU_METRICS_TOKEN", ""),
             disable_after_hours=_float(
                 "MONCRENEAU_DISABLE_AFTER_HOURS", get("MONCRENEAU_DISABLE_AFTER_HOURS", "120")
             ),

@@ -1,13 +1,16 @@
-"""Liveness, readiness and the offline assets of the docs page; all public."""
+"""Liveness, readiness, metrics and the docs page's assets: outside the API, without a key."""
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, send_from_directory
+from flask import Blueprint, Response, abort, jsonify, request, send_from_directory
 from sqlalchemy import text
 
+from moncreneau import metrics
+from moncreneau.errors import error_response
 from moncreneau.web import runtime
 
 blp = Blueprint("health", __name__)
@@ -48,6 +51,20 @@ def readyz() -> Response:
     response = jsonify({"status": "ok" if ready else "unavailable", "checks": checks})
     response.status_code = 200 if ready else 503
     return response
+
+
+@blp.get("/metrics")
+def prometheus_metrics() -> Response:
+    rt = runtime()
+    token = rt.settings.metrics_token
+    if token and not hmac.compare_digest(
+        request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()
+    ):
+        return error_response(
+            401, "/metrics wants Authorization: Bearer <MONCRENEAU_METRICS_TOKEN>."
+        )
+    backlog = metrics.BacklogCollector(rt.sessions, rt.queue.backlog)
+    return Response(metrics.exposition(backlog), content_type=metrics.CONTENT_TYPE)
 
 
 @blp.get("/api/v1/docs/assets/<path:filename>")

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+
+from moncreneau import logs, metrics
+from moncreneau.config import Settings
 
 
 class _Gunicorn(BaseApplication):
@@ -22,14 +30,46 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
+def _shared_metrics_dir() -> None:
+    """Workers count into one folder, so /metrics adds them up whichever worker answers."""
+    if os.environ.get(metrics.MULTIPROCESS_ENV):
+        return  # the operator's: it may also hold the relay's and workers' counts
+    folder = tempfile.mkdtemp(prefix="moncreneau-metrics-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    metrics.use_multiprocess_dir(Path(folder))
+
+
+def _log_config(settings: Settings) -> dict[str, Any]:
+    """gunicorn's own lines in the same form as the app's; the app writes the access log."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"moncreneau": {"()": logs.formatter, "form": settings.log_format}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "moncreneau",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        },
+        # The app's own handler (logs.configure) is the root's only one.
+        "root": {"handlers": []},
+    }
+
+
 def serve(host: str, port: int, workers: int) -> None:
+    _shared_metrics_dir()
     _Gunicorn(
         {
             "bind": f"{host}:{port}",
             "workers": workers,
             "worker_class": "gthread",
             "threads": 4,
-            "accesslog": "-",
+            "accesslog": None,
+            "logconfig_dict": _log_config(Settings.from_env()),
             "timeout": 30,
             "graceful_timeout": 10,
         }

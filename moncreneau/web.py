@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from moncreneau import logs, metrics
 from moncreneau.auth import keys
 from moncreneau.config import Settings
 from moncreneau.db import write_session
@@ -24,12 +27,15 @@ from moncreneau.pagination import Page
 from moncreneau.secretbox import SecretBox, resolve_key
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("moncreneau.access")
 
 API_PREFIX = "/api/v1"
 PUBLIC_PATHS = (f"{API_PREFIX}/openapi.json", f"{API_PREFIX}/docs")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json$")
 _ENTITY_TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
+# A caller's X-Request-Id is kept when it is this tame; otherwise the API makes one.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 
 @dataclass
@@ -139,6 +145,7 @@ def _authenticate() -> Response | None:
     if org is None:
         return error_response(401, "Unknown or revoked API key.")
     g.organization_id = org
+    logs.organization_id.set(org)
     return None
 
 
@@ -194,6 +201,53 @@ def _close(_error: BaseException | None) -> None:
     if db is not None:
         db.rollback()
         db.close()
+
+
+def _begin() -> None:
+    g.started = time.perf_counter()
+    supplied = request.headers.get("X-Request-Id", "")
+    g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    logs.request_id.set(g.request_id)
+    logs.organization_id.set(None)
+
+
+def _finish(response: Response) -> Response:
+    """Count and log the request as answered, after everything else had its say."""
+    method, status = request.method, response.status_code
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    metrics.HTTP_SECONDS.labels(method, route).observe(elapsed)
+    response.headers["X-Request-Id"] = g.get("request_id", "")
+    # Probes and scrapes come every few seconds: worth a line only when debugging.
+    level = logging.INFO if request.path.startswith(API_PREFIX) else logging.DEBUG
+    access_log.log(
+        level,
+        "%s %s %s",
+        method,
+        request.path,
+        status,
+        extra={
+            "method": method,
+            "path": request.path,
+            "route": route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+        },
+    )
+    return response
+
+
+def _forget(_error: BaseException | None) -> None:
+    logs.request_id.set(None)
+    logs.organization_id.set(None)
+
+
+def trace(app: Flask) -> None:
+    """Request ids, the access log and request metrics; installed first, so it sees all."""
+    app.before_request(_begin)
+    app.after_request(_finish)
+    app.teardown_request(_forget)
 
 
 def install(app: Flask) -> None:

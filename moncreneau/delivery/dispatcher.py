@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from moncreneau import clock
+from moncreneau import clock, metrics
 from moncreneau.config import Settings
 from moncreneau.db import write_session
 from moncreneau.delivery import schedule, sender
@@ -93,6 +93,28 @@ def outcome(
         excerpt=response.excerpt,
         status=status,
         next_attempt_at=next_at,
+    )
+
+
+def _observe(settlement: Settlement) -> None:
+    status = settlement.status
+    metrics.DELIVERY_ATTEMPTS.labels(status).inc()
+    metrics.ATTEMPT_SECONDS.labels(status).observe(settlement.duration_ms / 1000)
+    claimed = settlement.claimed
+    log.log(
+        logging.DEBUG if status == SUCCEEDED else logging.INFO,
+        "delivery %s attempt %d %s: %s",
+        claimed.id,
+        claimed.attempt,
+        status,
+        settlement.status_code or settlement.error,
+        extra={
+            "delivery_id": claimed.id,
+            "event_id": claimed.event_id,
+            "webhook_id": claimed.subscription_id,
+            "attempt": claimed.attempt,
+            "status": settlement.status_code,
+        },
     )
 
 
@@ -293,7 +315,9 @@ class Dispatcher:
             response = sender.Response(
                 None, f"internal error: {error.__class__.__name__}", None, None, 0
             )
-        self.recorder.add(outcome(item, response, started, self._settings))
+        settlement = outcome(item, response, started, self._settings)
+        self.recorder.add(settlement)
+        _observe(settlement)
         return response
 
     def drain(self, timeout: float) -> bool:

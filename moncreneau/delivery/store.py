@@ -104,6 +104,7 @@ class Claimed:
     seq: int
     id: str
     subscription_id: int
+    event_id: str
     event_type: str
     payload_version: str
     body: bytes
@@ -136,6 +137,7 @@ def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta)
             Delivery.seq,
             Delivery.id,
             Delivery.subscription_id,
+            Delivery.event_id,
             Delivery.event_type,
             Delivery.payload_version,
             Delivery.body,
@@ -149,6 +151,7 @@ def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta)
             seq=r.seq,
             id=r.id,
             subscription_id=r.subscription_id,
+            event_id=r.event_id,
             event_type=r.event_type,
             payload_version=r.payload_version,
             body=r.body.encode(),

@@ -21,7 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from moncreneau import clock
+from moncreneau import clock, metrics
 from moncreneau.clock import utcnow
 from moncreneau.config import Settings
 from moncreneau.db import write_session
@@ -105,6 +105,15 @@ def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[boo
         state.position = last.position
         state.updated_at = now
         db.commit()
+    relayed = events.index(last) + 1
+    metrics.RELAYED_EVENTS.labels("events").inc(relayed)
+    metrics.RELAYED_EVENTS.labels("deliveries").inc(len(ids))
+    log.debug(
+        "relayed events up to position %d: %d deliveries",
+        last.position,
+        len(ids),
+        extra={"count": relayed},
+    )
     return more, ids
 
 

@@ -69,9 +69,11 @@ class Processes:
     env: dict[str, str]
     log_dir: Path
     running: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log_paths: dict[int, Path] = field(default_factory=dict)
 
     def start(self, command: str, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
-        log = open(self.log_dir / f"{command}-{len(self.running)}.log", "wb")  # noqa: SIM115
+        path = self.log_dir / f"{command}-{len(self.running)}.log"
+        log = open(path, "wb")  # noqa: SIM115
         process = subprocess.Popen(
             [sys.executable, "-m", "moncreneau", command, *args],
             env={**self.env, **extra_env},
@@ -79,7 +81,11 @@ class Processes:
             stderr=subprocess.STDOUT,
         )
         self.running.append(process)
+        self.log_paths[process.pid] = path
         return process
+
+    def log_of(self, process: subprocess.Popen[bytes]) -> str:
+        return self.log_paths[process.pid].read_text(errors="replace")
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL: no cleanup, no flush, as a crash or an OOM kill would do."""

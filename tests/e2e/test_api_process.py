@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 from typing import Any
 
 from flask import Flask
 
 from tests.conftest import new_organization
-from tests.e2e.conftest import Processes, wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.e2e.conftest import Processes, free_port, wait_until
 
 
 def _get(url: str, key: str | None = None) -> tuple[int, Any]:
@@ -30,7 +22,7 @@ def _get(url: str, key: str | None = None) -> tuple[int, Any]:
 
 
 def test_the_api_process_is_ready_and_answers_with_keys(app: Flask, processes: Processes) -> None:
-    port = _free_port()
+    port = free_port()
     processes.start("api", "--port", str(port), "--workers", "2")
     base = f"http://127.0.0.1:{port}"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections import defaultdict
@@ -20,7 +19,7 @@ from moncreneau.delivery.queueing import rq_queue
 from moncreneau.delivery.store import QUEUE_LEASE
 from tests import services
 from tests.conftest import Api
-from tests.e2e.conftest import Processes, wait_until
+from tests.e2e.conftest import Processes, free_port, wait_until
 from tests.receiver import Behaviour, Received, Receiver, answer, sequence, start_receiver
 from tests.verify import assert_verified
 
@@ -119,13 +118,6 @@ def _waiting_on_lock(engine: Engine, statement: str) -> bool:
 
 def _instant(iso: str) -> datetime:
     return datetime.fromisoformat(iso.replace("Z", "+00:00"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _assert_nothing_lost(
@@ -321,7 +313,7 @@ def test_a_receiver_that_is_down_gets_the_delivery_once_it_comes_up(
     api: Api, department: dict[str, Any], processes: Processes
 ) -> None:
     """Nothing listens on the endpoint's port at first; attempts fail with an error."""
-    port = _free_port()
+    port = free_port()
     hook = api.post(
         "/webhooks",
         {"url": f"http://127.0.0.1:{port}/late", "events": ["appointment.created"]},
