@@ -393,6 +393,21 @@ def key_list(org_id: int) -> None:
         click.echo(f"{row['prefix']}  {row['name'] or '-'}  created {row['createdAt']}  {state}")
 
 
+@cli.group("secrets")
+def secrets_group() -> None:
+    """Stored webhook secrets."""
+
+
+@secrets_group.command("reseal")
+def secrets_reseal() -> None:
+    """Seal every stored secret with the first key of MONCRENEAU_SECRET_KEY."""
+    from moncreneau.secretbox import reseal_stored
+
+    with _transaction() as db:
+        count = reseal_stored(db, runtime().box)
+    click.echo(f"{count} secrets sealed with the first key; the others may now be dropped")
+
+
 @cli.group("projections")
 def projections_group() -> None:
     """Read models built from the event store."""

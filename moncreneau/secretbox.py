@@ -1,4 +1,8 @@
-"""Encryption at rest for webhook secrets, keyed by MONCRENEAU_SECRET_KEY."""
+"""Encryption at rest for webhook secrets, keyed by MONCRENEAU_SECRET_KEY.
+
+The variable may list several keys, comma-separated: the first seals, every one opens,
+so the key can be changed without downtime (`moncreneau secrets reseal` then drops the old).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,24 @@ import os
 import secrets
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from moncreneau.config import ConfigError, Settings
+from moncreneau.models import IdempotencyRecord, WebhookSubscription
+
+
+def _fernet(key: str) -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()))
 
 
 class SecretBox:
     def __init__(self, key: str) -> None:
-        if not key:
+        keys = [part.strip() for part in key.split(",") if part.strip()]
+        if not keys:
             raise ConfigError("MONCRENEAU_SECRET_KEY must not be empty")
-        derived = hashlib.sha256(key.encode()).digest()
-        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+        self._fernet = MultiFernet([_fernet(k) for k in keys])
 
     def seal(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()
@@ -27,10 +38,35 @@ class SecretBox:
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
-            raise ConfigError(
-                "a stored webhook secret cannot be decrypted: MONCRENEAU_SECRET_KEY differs "
-                "from the key it was sealed with"
-            ) from None
+            raise _unreadable() from None
+
+    def reseal(self, token: str) -> str:
+        """The same secret, sealed again with the first key."""
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken:
+            raise _unreadable() from None
+
+
+def reseal_stored(session: Session, box: SecretBox) -> int:
+    """Seal every stored secret with the first key; returns how many were sealed again."""
+    count = 0
+    for subscription in session.scalars(select(WebhookSubscription)):
+        subscription.secret = box.reseal(subscription.secret)
+        if subscription.previous_secret is not None:
+            subscription.previous_secret = box.reseal(subscription.previous_secret)
+        count += 1
+    for record in session.scalars(select(IdempotencyRecord)):
+        record.response_body = box.reseal(record.response_body)
+        count += 1
+    return count
+
+
+def _unreadable() -> ConfigError:
+    return ConfigError(
+        "a stored secret cannot be decrypted: none of the keys in MONCRENEAU_SECRET_KEY "
+        "is the one it was sealed with"
+    )
 
 
 def resolve_key(settings: Settings) -> str:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from moncreneau.delivery import sender
-from moncreneau.webhooks.urls import RefusedAddress, is_public, public_address
+from moncreneau.domain.errors import Invalid
+from moncreneau.webhooks.urls import RefusedAddress, check_url, is_public, public_address
 
 
 @pytest.mark.parametrize(
@@ -128,3 +129,21 @@ def test_allowed_networks_come_from_the_environment() -> None:
     assert settings.allowed_networks == ("10.8.0.0/16", "fd12::/64")
     with pytest.raises(ConfigError, match="MONCRENEAU_ALLOWED_NETWORKS"):
         Settings.from_env({"MONCRENEAU_ALLOWED_NETWORKS": "intranet"})
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "2130706433",
+        "0x7f000001",
+        "0x7f.1",
+        "0177.0.0.1",
+        "127.1",
+        "017700000001",
+        "[::ffff:7f00:1]",
+    ],
+)
+def test_numeric_spellings_of_a_private_address_are_refused_at_subscription(host: str) -> None:
+    with pytest.raises(Invalid) as refused:
+        check_url(f"https://{host}/hook", allow_private=False)
+    assert "not a public address" in str(refused.value.errors)
