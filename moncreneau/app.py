@@ -7,6 +7,7 @@ import re
 from flask import Flask
 
 from moncreneau import errors, examples, logs, ratelimit, web
+from moncreneau.auth.keys import KeyCache
 from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory
 from moncreneau.fields import MAX_ID, IdConverter
@@ -102,7 +103,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.configure(settings.log_level, settings.log_format)
 
     engine = make_engine(settings.database_url)
-    runtime = web.Runtime(settings=settings, sessions=make_session_factory(engine))
+    runtime = web.Runtime(
+        settings=settings,
+        sessions=make_session_factory(engine),
+        keys=KeyCache(settings.key_cache_seconds),
+    )
     app.extensions["moncreneau"] = runtime
 
     from moncreneau.appointments.routes import blp as appointments

@@ -104,6 +104,8 @@ class Settings:
     rate_limit: str = "100 per second; 3000 per minute"
     default_page_size: int = 50
     max_page_size: int = 200
+    # how long a process may go on trusting a key it has seen (a revocation's delay)
+    key_cache_seconds: float = 5.0
     log_level: str = "INFO"
     # "json" (one object a line, for log pipelines) or "text" (for a terminal)
     log_format: str = "json"
@@ -153,6 +155,9 @@ class Settings:
             ),
             max_body_bytes=_int(
                 "MONCRENEAU_MAX_BODY_BYTES", get("MONCRENEAU_MAX_BODY_BYTES", "1048576"), 1024
+            ),
+            key_cache_seconds=_float(
+                "MONCRENEAU_KEY_CACHE_SECONDS", get("MONCRENEAU_KEY_CACHE_SECONDS", "5")
             ),
             log_level=get("MONCRENEAU_LOG_LEVEL", "INFO").upper(),
             log_format=_choice(

@@ -44,6 +44,7 @@ class Runtime:
 
     settings: Settings
     sessions: sessionmaker[Session]
+    keys: keys.KeyCache
     api: Any = None
     _box: SecretBox | None = None
     _queue: DeliveryQueue | None = None
@@ -141,7 +142,7 @@ def _authenticate() -> Response | None:
     key = request.headers.get("X-API-Key", "")
     if not key:
         return error_response(401, "Missing X-API-Key header.")
-    org = keys.authenticate(session(), key)
+    org = runtime().keys.authenticate(session(), key)
     if org is None:
         return error_response(401, "Unknown or revoked API key.")
     g.organization_id = org

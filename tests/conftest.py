@@ -87,6 +87,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         secret_key="test-secret-key-for-encryption-000",
         # The suite's own bursts would hit the default; tests/api/test_rate_limits.py sets one.
         rate_limit="",
+        # Revocations take effect at once; tests/api/test_key_cache.py covers the cache.
+        key_cache_seconds=0.0,
     )
     return base.replace(**overrides)
 

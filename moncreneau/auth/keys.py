@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import string
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,36 @@ def authenticate(session: Session, key: str) -> int | None:
     if not hmac.compare_digest(row.key_hash, _digest(key)):
         return None
     return row.organization_id
+
+
+class KeyCache:
+    """Keys this process authenticated lately, so that most requests need no lookup.
+
+    A key revoked elsewhere keeps working here for at most `ttl` seconds; 0 turns it off.
+    Unknown and revoked keys are never remembered: a new key works at once.
+    """
+
+    def __init__(self, ttl: float, size: int = 10_000) -> None:
+        self.ttl = ttl
+        self._size = size
+        self._known: dict[str, tuple[int, float]] = {}
+
+    def authenticate(self, session: Session, key: str) -> int | None:
+        if self.ttl <= 0:
+            return authenticate(session, key)
+        digest = _digest(key)
+        now = time.monotonic()
+        known = self._known.get(digest)
+        if known is not None and known[1] > now:
+            return known[0]
+        organization_id = authenticate(session, key)
+        if organization_id is None:
+            self._known.pop(digest, None)
+            return None
+        if len(self._known) >= self._size:
+            self._known.clear()
+        self._known[digest] = (organization_id, now + self.ttl)
+        return organization_id
 
 
 def revoke(session: Session, prefix: str) -> dict[str, Any]:

@@ -18,15 +18,21 @@ CHANNEL = "moncreneau_events"
 DIRECTED_TO = "moncreneau.directed_to_webhook"
 
 
+# The two-key advisory lock that serializes appends; its key space is apart from the
+# one-key locks (Idempotency-Key).
+_LOG_LOCK = "pg_advisory_xact_lock(19779, 1)"
+
+
 def lock_log(session: Session) -> None:
     """Serialize appends until commit, so that positions become visible in increasing order.
 
     Without it, a transaction holding position 10 could commit after one holding 11, and a
     reader that had moved past 11 would never see 10. Readers are not blocked. SQLite already
-    admits a single writer at a time.
+    admits a single writer at a time. The same round trip queues the NOTIFY that wakes the
+    relays when the transaction commits (PostgreSQL folds repeats into one).
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("LOCK TABLE events IN EXCLUSIVE MODE"))
+        session.execute(text(f"SELECT {_LOG_LOCK}, pg_notify('{CHANNEL}', '')"))
 
 
 def append(
@@ -57,9 +63,6 @@ def append(
     )
     session.add(record)
     session.flush()
-    if session.get_bind().dialect.name == "postgresql":
-        # Delivered when the transaction commits (once, however many events it appends).
-        session.execute(text(f"NOTIFY {CHANNEL}"))
     return record
 
 
