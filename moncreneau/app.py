@@ -45,6 +45,9 @@ def _spec_config(settings: Settings) -> dict[str, object]:
 
 _ERROR_SCHEMA = {"$ref": "#/components/schemas/Error"}
 _COMMON_ERRORS = {
+    "400": "The body is not valid JSON, or `Idempotency-Key` is malformed.",
+    "409": "A request with this `Idempotency-Key` is still being processed.",
+    "422": "Invalid fields, or an `Idempotency-Key` already used with another request.",
     "401": "Missing, unknown or revoked `X-API-Key`.",
     "404": "No such resource in your organization.",
     "413": "The request body is too large.",
@@ -78,7 +81,9 @@ def _document_errors(api: errors.MonCreneauApi) -> None:
             if "{" in path:
                 wanted.append("404")
             if method in ("post", "patch"):
-                wanted += ["413", "415"]
+                wanted += ["400", "413", "415"]
+            if method == "post":
+                wanted += ["409", "422"]
             for code in wanted:
                 responses.setdefault(code, {"description": _COMMON_ERRORS[code]})
             for code, response in responses.items():
