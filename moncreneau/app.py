@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from flask import Flask
 
@@ -45,6 +46,9 @@ def _spec_config(settings: Settings) -> dict[str, object]:
 
 _ERROR_SCHEMA = {"$ref": "#/components/schemas/Error"}
 _COMMON_ERRORS = {
+    "400": "The body is not valid JSON, or `Idempotency-Key` is malformed.",
+    "409": "A request with this `Idempotency-Key` is still being processed.",
+    "422": "Invalid fields, or an `Idempotency-Key` already used with another request.",
     "401": "Missing, unknown or revoked `X-API-Key`.",
     "404": "No such resource in your organization.",
     "413": "The request body is too large.",
@@ -78,7 +82,9 @@ def _document_errors(api: errors.MonCreneauApi) -> None:
             if "{" in path:
                 wanted.append("404")
             if method in ("post", "patch"):
-                wanted += ["413", "415"]
+                wanted += ["400", "413", "415"]
+            if method == "post":
+                wanted += ["409", "422"]
             for code in wanted:
                 responses.setdefault(code, {"description": _COMMON_ERRORS[code]})
             for code, response in responses.items():
@@ -88,6 +94,63 @@ def _document_errors(api: errors.MonCreneauApi) -> None:
                     media.setdefault("schema", _ERROR_SCHEMA)
                     if "example" not in media and "examples" not in media:
                         media["example"] = _error_example(path, code)
+
+
+def _operation(path: str, method: str) -> dict[str, str]:
+    pointer = path.replace("~", "~0").replace("/", "~1")
+    return {"operationRef": f"#/paths/{pointer}/{method}"}
+
+
+# What a client does next with a resource it created: each link passes the new `id` on.
+_LINKS: dict[str, dict[str, tuple[str, str, str]]] = {
+    "/api/v1/departments": {
+        "GetDepartment": ("/api/v1/departments/{department_id}", "get", "department_id"),
+        "BookAppointment": ("/api/v1/appointments", "post", "departmentId"),
+    },
+    "/api/v1/appointments": {
+        "GetAppointment": ("/api/v1/appointments/{appointment_id}", "get", "appointment_id"),
+        "ChangeAppointment": ("/api/v1/appointments/{appointment_id}", "patch", "appointment_id"),
+        **{
+            f"{action.capitalize()}Appointment": (
+                f"/api/v1/appointments/{{appointment_id}}/{action}",
+                "post",
+                "appointment_id",
+            )
+            for action in ("validate", "complete", "cancel")
+        },
+        "AppointmentHistory": (
+            "/api/v1/appointments/{appointment_id}/events",
+            "get",
+            "appointment_id",
+        ),
+    },
+    "/api/v1/webhooks": {
+        "GetWebhook": ("/api/v1/webhooks/{webhook_id}", "get", "webhook_id"),
+        "ChangeWebhook": ("/api/v1/webhooks/{webhook_id}", "patch", "webhook_id"),
+        "DeleteWebhook": ("/api/v1/webhooks/{webhook_id}", "delete", "webhook_id"),
+        "TestWebhook": ("/api/v1/webhooks/{webhook_id}/test", "post", "webhook_id"),
+        "RotateWebhookSecret": (
+            "/api/v1/webhooks/{webhook_id}/rotate-secret",
+            "post",
+            "webhook_id",
+        ),
+        "ListDeliveries": ("/api/v1/webhooks/{webhook_id}/deliveries", "get", "webhook_id"),
+    },
+}
+
+
+def _document_links(api: errors.MonCreneauApi) -> None:
+    """OpenAPI links from each 201 to what may follow it, for clients and stateful testing."""
+    paths: dict[str, dict[str, dict[str, Any]]] = api.spec._paths
+    for path, links in _LINKS.items():
+        created = paths[path]["post"]["responses"]["201"]
+        for name, (target, method, parameter) in links.items():
+            link: dict[str, Any] = _operation(target, method)
+            if "{" in target:
+                link["parameters"] = {parameter: "$response.body#/id"}
+            else:
+                link["requestBody"] = {parameter: "$response.body#/id"}
+            created.setdefault("links", {})[name] = link
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -125,6 +188,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (departments, appointments, events, webhooks):
         api.register_blueprint(blueprint)
     _document_errors(api)
+    _document_links(api)
     app.register_blueprint(health)
     web.trace(app)
     ratelimit.install(app, settings)

@@ -307,12 +307,26 @@ REPLAY_RESULT = {"count": 1, "deliveryIds": [UPDATED_DELIVERY_ID], "hasMore": Fa
 # Errors every operation may answer, by status; 404 by the resource the path names last.
 
 ERRORS = {
+    "400": _error(
+        400,
+        "Idempotency-Key must be 1 to 255 printable ASCII characters, "
+        "neither starting nor ending with a space.",
+        {"Idempotency-Key": ["Invalid."]},
+    ),
     "401": _error(401, "Unknown or revoked API key."),
     "413": _error(413, "The request body is too large."),
     "415": _error(
         415,
         "The request body must be JSON sent with Content-Type: application/json "
         "(got 'application/x-www-form-urlencoded').",
+    ),
+    "409": _error(
+        409, "A request with this Idempotency-Key is still being processed; retry later."
+    ),
+    "422": _error(
+        422,
+        "This Idempotency-Key was already used with a different request.",
+        {"Idempotency-Key": ["Already used with a different request body or path."]},
     ),
     "429": _error(429, "Too many requests for this API key; retry after Retry-After seconds."),
     "default": _error(500, "Internal server error."),

@@ -10,6 +10,9 @@ import marshmallow as ma
 from werkzeug.routing import IntegerConverter
 
 MAX_ID = 2**31 - 1
+# What `storable` refuses, as the spec says it: JSON Schema cannot name lone surrogates,
+# and valid JSON text cannot carry them.
+NO_NUL = "^[^\\u0000]*$"
 # Dates are stored as UTC instants; these bounds keep every offset conversion in range.
 MIN_YEAR, MAX_YEAR = 1900, 2999
 
@@ -25,15 +28,52 @@ def storable(value: str) -> str:
     return value
 
 
+class Pattern(ma.validate.Regexp):
+    """A regular expression the whole value must match, as JSON Schema's `pattern` means it.
+
+    `^...$` in the spec; `re.fullmatch` here, since Python's `$` also matches before a
+    trailing newline.
+    """
+
+    def __init__(self, pattern: str, error: str) -> None:
+        super().__init__(pattern, error=error)
+        self.whole = re.compile(pattern.removeprefix("^").removesuffix("$"))
+
+    def __call__(self, value: Any) -> Any:
+        if self.whole.fullmatch(value) is None:
+            raise ma.ValidationError(self._format_error(value))
+        return value
+
+
+def _document_storable(field: ma.fields.Field) -> None:
+    if not any(isinstance(v, ma.validate.Regexp) for v in field.validators):
+        field.metadata = {"pattern": NO_NUL, **field.metadata}
+
+
 class Text(ma.fields.String):
     """A string every backend can store."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        _document_storable(self)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         return storable(super()._deserialize(value, attr, data, **kwargs))
 
 
+_ATOM = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# The addresses marshmallow's check accepts that JSON Schema can state: a dot-atom local
+# part and an ASCII domain whose last label has two characters or more.
+EMAIL_PATTERN = rf"^{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]$"
+
+
 class Email(ma.fields.Email):
-    """An e-mail address every backend can store."""
+    """An e-mail address every backend can store, in the shape the spec documents."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators.insert(0, Pattern(EMAIL_PATTERN, error="Not a valid email address."))
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         return storable(super()._deserialize(value, attr, data, **kwargs))
@@ -51,12 +91,25 @@ class StrictInteger(ma.fields.Integer):
         return super()._validated(value)
 
 
+class StrictBoolean(ma.fields.Boolean):
+    """`true` or `false`, as JSON says them: no 0, 1, "yes" or "on"."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 def Id(**kwargs: Any) -> StrictInteger:
     return StrictInteger(validate=ma.validate.Range(min=1, max=MAX_ID), **kwargs)
 
 
 class DateTime(ma.fields.DateTime):
     """ISO 8601; the year must lie in [1900, 2999] so that its UTC instant exists."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.metadata = {"pattern": "^(?:19|2[0-9])[0-9]{2}-", **self.metadata}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
         result: datetime = super()._deserialize(value, attr, data, **kwargs)

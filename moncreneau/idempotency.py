@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -17,6 +18,9 @@ from moncreneau.models import IDEMPOTENCY_RETENTION, IdempotencyRecord
 from moncreneau.web import organization_id, runtime, session
 
 HEADER = "Idempotency-Key"
+# Printable ASCII without surrounding spaces, which HTTP would strip on the way.
+KEY_PATTERN = "^[!-~](?:[ -~]{0,253}[!-~])?$"
+_KEY = re.compile(KEY_PATTERN.removeprefix("^").removesuffix("$"))
 _REPLAYED_HEADERS = ("Content-Type", "ETag", "Location", "X-Next-Cursor")
 DOC = {
     "parameters": [
@@ -24,7 +28,12 @@ DOC = {
             "in": "header",
             "name": HEADER,
             "required": False,
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "schema": {
+                "type": "string",
+                "pattern": KEY_PATTERN,
+                "maxLength": 255,
+                "example": "2c8e4f0a-booking-123",
+            },
             "description": (
                 "Makes the POST safe to retry: the same key with the same body returns the "
                 "first successful response again (with `Idempotent-Replayed: true`) and changes "
@@ -61,9 +70,12 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
         key = request.headers.get(HEADER)
         if key is None:
             return view(*args, **kwargs)
-        if not 1 <= len(key) <= 255 or not key.isprintable():
+        if _KEY.fullmatch(key) is None:
             return error_response(
-                400, f"{HEADER} must be 1 to 255 printable characters.", {HEADER: ["Invalid."]}
+                400,
+                f"{HEADER} must be 1 to 255 printable ASCII characters, "
+                "neither starting nor ending with a space.",
+                {HEADER: ["Invalid."]},
             )
         db = session()
         org = organization_id()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Select, false
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from moncreneau.domain.errors import Invalid
@@ -17,24 +15,21 @@ from moncreneau.domain.errors import Invalid
 T = TypeVar("T")
 
 
+def cursor_pattern(kind: str) -> str:
+    """Every cursor of the `kind` list, as the spec documents it: the list, then a hex position."""
+    return rf"^{kind}\.[0-9a-f]{{1,16}}$"
+
+
 def encode_cursor(kind: str, after: int) -> str:
-    raw = json.dumps({"k": kind, "a": after}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{kind}.{after:x}"
 
 
-def decode_cursor(kind: str, cursor: str, maximum: int = 2**31 - 1) -> int:
-    """The position a cursor names; `maximum` is the largest key the list's column holds."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data: Any = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        after = data["a"]
-        if data["k"] != kind or not isinstance(after, int) or isinstance(after, bool):
-            raise ValueError
-        if not 0 <= after <= maximum:
-            raise ValueError
-    except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error):
-        raise Invalid.field("cursor", "Not a valid cursor for this list.") from None
-    return after
+def decode_cursor(kind: str, cursor: str) -> int:
+    """The position a cursor names; any value of `cursor_pattern(kind)` names one."""
+    match = re.fullmatch(rf"{kind}\.([0-9a-f]{{1,16}})", cursor)
+    if match is None:
+        raise Invalid.field("cursor", "Not a valid cursor for this list.")
+    return int(match[1], 16)
 
 
 @dataclass(frozen=True)
@@ -64,8 +59,12 @@ def keyset_page(
 ) -> Page[T]:
     """One page of `query` ordered by the unique, growing `column`, after `cursor`."""
     if cursor:
-        after = decode_cursor(kind, cursor, maximum)
-        query = query.where(column < after if newest_first else column > after)
+        after = decode_cursor(kind, cursor)
+        if after <= maximum:
+            query = query.where(column < after if newest_first else column > after)
+        elif not newest_first:
+            # Past the largest key the column holds (binding it would overflow): nothing follows.
+            query = query.where(false())
     order = column.desc() if newest_first else column
     rows = list(session.scalars(query.order_by(order).limit(limit + 1)))
     return Page.of(rows, limit, kind, column.key, render(rows[:limit]))

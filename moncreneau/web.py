@@ -21,9 +21,10 @@ from moncreneau.auth import keys
 from moncreneau.config import Settings
 from moncreneau.db import write_session
 from moncreneau.delivery.queueing import DeliveryQueue, make_queue
+from moncreneau.domain.errors import Invalid
 from moncreneau.errors import database_error_response, error_response
-from moncreneau.fields import Text
-from moncreneau.pagination import Page
+from moncreneau.fields import Pattern
+from moncreneau.pagination import Page, cursor_pattern
 from moncreneau.secretbox import SecretBox, resolve_key
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,10 @@ API_PREFIX = "/api/v1"
 PUBLIC_PATHS = (f"{API_PREFIX}/openapi.json", f"{API_PREFIX}/docs")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _JSON_TYPE = re.compile(r"^application/([a-z0-9.+-]+\+)?json$")
-_ENTITY_TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
+_TAG = r'(?:W/)?"[!#-~]*"'
+IF_MATCH_PATTERN = rf"^[ \t]*(?:\*|{_TAG}(?:[ \t]*,[ \t]*{_TAG})*)[ \t]*$"
+_IF_MATCH = re.compile(IF_MATCH_PATTERN.removeprefix("^").removesuffix("$"))
+_ENTITY_TAG = re.compile(r'(W/)?"([^"]*)"')
 # A caller's X-Request-Id is kept when it is this tame; otherwise the API makes one.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
@@ -107,22 +111,20 @@ def organization_id() -> int:
 def expected_versions() -> frozenset[int] | None:
     """The versions If-Match accepts (RFC 9110: any listed strong tag); None for no condition.
 
-    A weak tag (`W/"3"`) or a value that is no list of tags matches nothing.
+    A weak tag (`W/"3"`) matches nothing; a value that is no list of tags is a 422.
     """
     raw = request.headers.get("If-Match")
-    if raw is None or raw.strip() == "*":
+    if raw is None:
         return None
-    versions: set[int] = set()
-    position = 0
-    while position < len(raw):
-        match = _ENTITY_TAG.match(raw, position)
-        if match is None or match.end() == position:
-            return frozenset()
-        weak, tag = match.groups()
-        if not weak and tag.isdigit() and len(tag) < 10:
-            versions.add(int(tag))
-        position = match.end()
-    return frozenset(versions)
+    if _IF_MATCH.fullmatch(raw) is None:
+        raise Invalid.field("If-Match", 'Must be * or a list of entity tags such as "3".')
+    if raw.strip() == "*":
+        return None
+    return frozenset(
+        int(tag)
+        for weak, tag in _ENTITY_TAG.findall(raw)
+        if not weak and tag.isdigit() and len(tag) < 10
+    )
 
 
 def etag(resource: dict[str, Any]) -> dict[str, str]:
@@ -264,11 +266,16 @@ class PageArgs(ma.Schema):
         validate=ma.validate.Range(min=1, max=200),
         metadata={"description": "Page size, 1 to 200 (default 50)."},
     )
-    cursor = Text(
+
+
+def page_args(kind: str) -> type[PageArgs]:
+    """The query of the `kind` list: `limit`, and a `cursor` that only this list gives out."""
+    cursor = ma.fields.String(
         load_default=None,
-        validate=ma.validate.Length(max=500),
+        validate=Pattern(cursor_pattern(kind), error="Not a valid cursor for this list."),
         metadata={"description": "The `nextCursor` of the previous page."},
     )
+    return type(f"{kind.title()}PageArgs", (PageArgs,), {"cursor": cursor})
 
 
 def page_schema(item: type[ma.Schema], name: str) -> type[ma.Schema]:

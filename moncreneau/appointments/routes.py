@@ -23,10 +23,11 @@ from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
 from moncreneau.idempotency import idempotent
 from moncreneau.pagination import Page
 from moncreneau.web import (
-    PageArgs,
+    IF_MATCH_PATTERN,
     etag,
     expected_versions,
     organization_id,
+    page_args,
     page_response,
     page_schema,
     session,
@@ -44,9 +45,9 @@ IF_MATCH_DOC = {
             "in": "header",
             "name": "If-Match",
             "required": False,
-            "schema": {"type": "string"},
+            "schema": {"type": "string", "pattern": IF_MATCH_PATTERN, "example": '"3"'},
             "description": 'Only act if the appointment is still at this version (`"3"`); '
-            "otherwise 412.",
+            "otherwise 412. `*` or a list of entity tags; anything else is a 422.",
         }
     ]
 }
@@ -58,7 +59,7 @@ ETAG_HEADER = {
 }
 
 
-class ListArgs(PageArgs, AppointmentQuery):
+class ListArgs(page_args("appointments"), AppointmentQuery):  # type: ignore[misc]
     pass
 
 
@@ -111,7 +112,7 @@ class AppointmentById(MethodView):
         return appointment, 200, etag(appointment)
 
     @blp.doc(**IF_MATCH_DOC)
-    @blp.arguments(AppointmentChange, example=examples.APPOINTMENT_CHANGE)
+    @blp.arguments(AppointmentChange, required=False, example=examples.APPOINTMENT_CHANGE)
     @blp.response(200, Appointment, headers=ETAG_HEADER, example=examples.APPOINTMENT_RESCHEDULED)
     @blp.alt_response(
         409,

@@ -12,7 +12,7 @@ from moncreneau.departments import service
 from moncreneau.departments.schemas import Department, DepartmentCreate, DepartmentPage
 from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
 from moncreneau.idempotency import idempotent
-from moncreneau.web import PageArgs, organization_id, page_response, session
+from moncreneau.web import organization_id, page_args, page_response, session
 
 blp = Blueprint(
     "departments", __name__, url_prefix="/api/v1/departments", description="Departments"
@@ -21,7 +21,7 @@ blp = Blueprint(
 
 @blp.route("")
 class Departments(MethodView):
-    @blp.arguments(PageArgs, location="query")
+    @blp.arguments(page_args("departments"), location="query")
     @blp.response(200, DepartmentPage, example=examples.DEPARTMENT_PAGE)
     def get(self, args: dict[str, Any]) -> Any:
         """List departments"""

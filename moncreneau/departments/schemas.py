@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from moncreneau.departments.service import zones
 from moncreneau.fields import StrictInteger, Text
 from moncreneau.web import page_schema
 
@@ -17,7 +18,7 @@ class DepartmentCreate(ma.Schema):
     name = Text(required=True, validate=[ma.validate.Length(min=1, max=200), not_blank])
     timezone = Text(
         required=True,
-        validate=ma.validate.Length(min=1, max=64),
+        validate=ma.validate.OneOf(sorted(zones()), error="Unknown IANA time zone {input!r}."),
         metadata={"description": "IANA time zone, e.g. `Europe/Paris`.", "example": "Europe/Paris"},
     )
     slot_minutes = StrictInteger(

@@ -18,7 +18,7 @@ from moncreneau.pagination import Page, keyset_page
 
 
 @cache
-def _zones() -> frozenset[str]:
+def zones() -> frozenset[str]:
     # The IANA list shipped by `tzdata`, not the system folder, which also holds files such
     # as `localtime` and `posixrules` that are no zone names.
     names = importlib.resources.files("tzdata").joinpath("zones").read_text().split()
@@ -27,7 +27,7 @@ def _zones() -> frozenset[str]:
 
 def zone(name: str) -> zoneinfo.ZoneInfo:
     """The IANA zone called `name`, or an `Invalid` error naming the field."""
-    if name not in _zones():
+    if name not in zones():
         raise Invalid.field("timezone", f"Unknown IANA time zone {name!r}.")
     return zoneinfo.ZoneInfo(name)
 

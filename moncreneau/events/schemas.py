@@ -6,7 +6,7 @@ import marshmallow as ma
 
 from moncreneau import examples
 from moncreneau.domain.events import APPOINTMENT_EVENT_TYPES
-from moncreneau.web import PageArgs, page_schema
+from moncreneau.web import page_args, page_schema
 
 EVENT_TYPES = (*APPOINTMENT_EVENT_TYPES, "webhook.test", "webhook.disabled")
 
@@ -28,7 +28,7 @@ class Event(ma.Schema):
     data = ma.fields.Nested(EventData, required=True)
 
 
-class EventQuery(PageArgs):
+class EventQuery(page_args("events")):  # type: ignore[misc]
     type = ma.fields.String(validate=ma.validate.OneOf(EVENT_TYPES))
 
 

@@ -14,9 +14,9 @@ from moncreneau.domain.errors import Invalid
 from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
 from moncreneau.idempotency import idempotent
 from moncreneau.web import (
-    PageArgs,
     enqueue_after_commit,
     organization_id,
+    page_args,
     page_response,
     runtime,
     session,
@@ -41,7 +41,7 @@ blp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks", description
 
 @blp.route("")
 class Webhooks(MethodView):
-    @blp.arguments(PageArgs, location="query")
+    @blp.arguments(page_args("webhooks"), location="query")
     @blp.response(200, WebhookPage, example=examples.WEBHOOK_PAGE)
     def get(self, args: dict[str, Any]) -> Any:
         """List webhooks"""
@@ -70,7 +70,7 @@ class WebhookById(MethodView):
         """Get a webhook"""
         return service.get(session(), organization_id(), webhook_id)
 
-    @blp.arguments(WebhookChange, example=examples.WEBHOOK_CHANGE)
+    @blp.arguments(WebhookChange, required=False, example=examples.WEBHOOK_CHANGE)
     @blp.response(200, Webhook, example=examples.WEBHOOK)
     def patch(self, body: dict[str, Any], webhook_id: int) -> Any:
         """Change a webhook (url, events, enabled, description, version)"""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import marshmallow as ma
 
 from moncreneau import examples
 from moncreneau.delivery.store import DEAD, FAILED, PENDING, SUCCEEDED
-from moncreneau.fields import AwareDateTime, Text
-from moncreneau.web import PageArgs, page_schema
-from moncreneau.webhooks import payloads
+from moncreneau.fields import AwareDateTime, Pattern, StrictBoolean, Text
+from moncreneau.web import page_args, page_schema
+from moncreneau.webhooks import payloads, urls
 from moncreneau.webhooks.service import SUBSCRIBABLE
 
 EVENTS_HELP = f'Event types to receive, or `["*"]` for all: {", ".join(SUBSCRIBABLE)}.'
@@ -24,19 +26,36 @@ PAYLOAD_HELP = (
 class _Events(ma.fields.List):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(
-            Text(validate=ma.validate.Length(min=1, max=64)),
+            ma.fields.String(
+                validate=ma.validate.OneOf(
+                    ("*", *SUBSCRIBABLE), error="Unknown event type {input!r}; see the list."
+                )
+            ),
             validate=ma.validate.Length(min=1, max=50),
             metadata={"description": EVENTS_HELP, "example": ["appointment.created"]},
             **kwargs,  # type: ignore[arg-type]
         )
 
 
-class WebhookCreate(ma.Schema):
-    url = Text(
-        required=True,
-        validate=ma.validate.Length(min=1, max=2048),
-        metadata={"example": "https://example.org/webhooks/moncreneau"},
+URL_HELP = (
+    "`https` to a public address; `http` and private, loopback or link-local addresses only "
+    "where the operator allows them. No credentials, no `#fragment`."
+)
+
+
+def _url(**kwargs: Any) -> Text:
+    return Text(
+        validate=[
+            ma.validate.Length(min=1, max=urls.MAX_URL_LENGTH),
+            Pattern(urls.URL_PATTERN, error="Not an http(s) URL this API can deliver to."),
+        ],
+        metadata={"description": URL_HELP, "example": "https://example.org/webhooks/moncreneau"},
+        **kwargs,
     )
+
+
+class WebhookCreate(ma.Schema):
+    url = _url(required=True)
     events = _Events(required=True)
     description = Text(allow_none=True, validate=ma.validate.Length(max=500))
     version = ma.fields.String(
@@ -44,7 +63,7 @@ class WebhookCreate(ma.Schema):
         validate=ma.validate.OneOf(payloads.VERSIONS),
         metadata={"description": VERSION_HELP},
     )
-    enabled = ma.fields.Boolean(load_default=True)
+    enabled = StrictBoolean(load_default=True)
     payload = ma.fields.String(
         load_default=payloads.FULL,
         validate=ma.validate.OneOf(payloads.STYLES),
@@ -53,13 +72,13 @@ class WebhookCreate(ma.Schema):
 
 
 class WebhookChange(ma.Schema):
-    url = Text(validate=ma.validate.Length(min=1, max=2048))
+    url = _url()
     events = _Events()
     description = Text(allow_none=True, validate=ma.validate.Length(max=500))
     version = ma.fields.String(
         validate=ma.validate.OneOf(payloads.VERSIONS), metadata={"description": VERSION_HELP}
     )
-    enabled = ma.fields.Boolean(
+    enabled = StrictBoolean(
         metadata={"description": "`true` re-enables a disabled webhook; pending deliveries resume."}
     )
     payload = ma.fields.String(
@@ -134,7 +153,7 @@ class DeliveryDetail(Delivery):
     payload = ma.fields.Dict(required=True, metadata={"description": "The body sent, parsed."})
 
 
-class DeliveryQuery(PageArgs):
+class DeliveryQuery(page_args("deliveries")):  # type: ignore[misc]
     status = ma.fields.String(validate=ma.validate.OneOf(STATUSES))
 
 

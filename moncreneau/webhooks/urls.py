@@ -9,6 +9,20 @@ from urllib.parse import urlsplit
 from moncreneau.domain.errors import Invalid
 
 MAX_URL_LENGTH = 2048
+_HEX = "[0-9A-Fa-f]{1,4}"
+_IPV6 = "|".join(
+    (
+        f"(?:{_HEX}:){{7}}{_HEX}",
+        f"(?:{_HEX}:){{1,7}}:",
+        *(f"(?:{_HEX}:){{1,{7 - n}}}(?::{_HEX}){{1,{n}}}" for n in range(1, 7)),
+        f":(?:(?::{_HEX}){{1,7}}|:)",
+    )
+)
+_PORT = "(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# The shape of every URL a subscription may have: a host name, IPv4 or [IPv6] address, an
+# optional port, then printable ASCII without a #fragment. What else is refused (plain http
+# and private addresses in production) depends on the operator's settings, not the shape.
+URL_PATTERN = rf"^https?://(?:[A-Za-z0-9._-]+|\[(?:{_IPV6})\])(?::{_PORT})?(?:[/?][!\"$-~]*)?$"
 
 
 def _refuse(reason: str) -> Invalid:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from typing import Any
@@ -234,8 +233,7 @@ def test_filters_never_reach_another_organizations_resources(
 
 
 def encode_cursor(kind: str, after: int) -> str:
-    raw = json.dumps({"k": kind, "a": after}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{kind}.{after:x}"
 
 
 @pytest.mark.parametrize("path", ["/departments", "/appointments", "/events"])
