@@ -20,9 +20,12 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from moncreneau.app import create_app
 from tests import postgres_cluster, services
-from tests.e2e.conftest import Processes, free_port, pipeline_env, wait_until
+from tests.conftest import Api, make_settings, new_organization
+from tests.e2e.conftest import SECRET_KEY, Processes, free_port, pipeline_env, wait_until
 from tests.postgres_cluster import Cluster
+from tests.receiver import Receiver
 
 CLIENTS = 8
 # No answer may take longer, outage or not: a request must never hang on a dead database.
@@ -287,3 +290,86 @@ def test_a_database_restart_under_load_gives_clean_503s_then_recovers_without_du
     # gunicorn booted each of its two workers once: none died or was killed for hanging.
     log = served.log.read_text(errors="replace")
     assert len(re.findall(r"Booting worker", log)) == 2
+
+
+@dataclass
+class Pipeline:
+    api: Api
+    processes: Processes
+
+
+@pytest.fixture
+def pipeline(
+    cluster: Cluster,
+    redis_url: str,
+    queue_name: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Pipeline]:
+    """The API in this process, and the processes to start, all on the cluster."""
+    env = pipeline_env(cluster.url, redis_url, MONCRENEAU_QUEUE_NAME=queue_name)
+    _cli(env, "db", "upgrade")
+    app = create_app(
+        make_settings(
+            cluster.url, redis_url=redis_url, queue_name=queue_name, secret_key=SECRET_KEY
+        )
+    )
+    processes = Processes(env, tmp_path)
+    try:
+        yield Pipeline(Api(app.test_client(), new_organization(app)["apiKey"]), processes)
+    finally:
+        processes.stop_all()
+        app.extensions["moncreneau"].sessions.kw["bind"].dispose()
+        if getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed:
+            print(processes.logs(), cluster.log(), sep="\n--- postgres\n")
+
+
+def test_the_relay_and_a_worker_outlive_a_database_restart_and_deliver_every_event_once(
+    cluster: Cluster, pipeline: Pipeline, receiver: Receiver
+) -> None:
+    api = pipeline.api
+    department = api.post("/departments", {"name": "D", "timezone": "UTC", "slotMinutes": 15})
+    hook = api.post("/webhooks", {"url": receiver.url("restart"), "events": ["*"]}).json
+    relay = pipeline.processes.start("relay")
+    worker = pipeline.processes.start("worker")
+
+    def book(numbers: range) -> set[str]:
+        for n in numbers:
+            made = api.post("/appointments", _booking(department.json["id"], n))
+            assert made.status_code == 201, made.json
+        events = api.get("/events", query_string={"limit": 200}).json["data"]
+        return {e["id"] for e in events}
+
+    def delivered(events: set[str]) -> None:
+        receiver.wait_for(lambda got: {r.json["id"] for r in got} >= events, timeout=15)
+
+    delivered(book(range(3)))
+    # Stopped while the relay and the worker are busy with these: their jobs meet the outage.
+    before = book(range(3, 8))
+    cluster.stop("fast")
+    time.sleep(OUTAGE)
+    cluster.start()
+    events = book(range(8, 13))
+    assert events >= before
+    delivered(events)
+    assert relay.poll() is None and worker.poll() is None
+
+    engine = create_engine(cluster.url)
+
+    def recorded() -> list[tuple[str, str]]:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT event_id, status FROM deliveries WHERE subscription_id = :hook"),
+                {"hook": hook["id"]},
+            )
+            return [(event, status) for event, status in rows]
+
+    try:
+        rows = wait_until(
+            lambda: (got := recorded()) and all(status == "succeeded" for _, status in got) and got,
+            what="every delivery recorded as succeeded",
+        )
+    finally:
+        engine.dispose()
+    assert sorted(event for event, _ in rows) == sorted(events)
+    assert {r.json["id"] for r in receiver.at("restart")} == events
