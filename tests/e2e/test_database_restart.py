@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -21,8 +19,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from moncreneau.app import create_app
+from moncreneau.auth import keys
+from moncreneau.db import make_engine, make_session_factory
+from moncreneau.migrate import upgrade
 from tests import postgres_cluster, services
-from tests.conftest import Api, make_settings, new_organization
+from tests.conftest import Api, make_settings
 from tests.e2e.conftest import SECRET_KEY, Processes, free_port, pipeline_env, wait_until
 from tests.postgres_cluster import Cluster
 from tests.receiver import Receiver
@@ -44,23 +45,28 @@ UNAVAILABLE = {
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
+    """A migrated cluster of this test's own."""
     problem = postgres_cluster.problem()
     if problem:
         services.unavailable("A PostgreSQL server of the test's own", problem)
     cluster = postgres_cluster.create_cluster(free_port())
     try:
         cluster.start()
+        engine = make_engine(cluster.url)
+        upgrade(engine)
+        engine.dispose()
         yield cluster
     finally:
         cluster.destroy()
 
 
-def _cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "moncreneau", *args], env=env, capture_output=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    return done.stdout.decode()
+def _api_key(url: str) -> str:
+    engine = make_engine(url)
+    with make_session_factory(engine)() as db:
+        key: str = keys.create_organization(db, "Clinique")["apiKey"]
+        db.commit()
+    engine.dispose()
+    return key
 
 
 @dataclass
@@ -162,8 +168,7 @@ class Served:
 def served(cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
     """`moncreneau api` under gunicorn on the cluster, a key, and a department per client."""
     env = pipeline_env(cluster.url, None, MONCRENEAU_RATE_LIMIT="")
-    _cli(env, "db", "upgrade")
-    api_key = json.loads(_cli(env, "org", "create", "Clinique", "--json"))["apiKey"]
+    api_key = _api_key(cluster.url)
     processes = Processes(env, tmp_path)
     port = free_port()
     processes.start("api", "--port", str(port), "--workers", "2")
@@ -205,10 +210,10 @@ def _database_state(url: str) -> tuple[set[int], Counter[tuple[int, str]], set[s
             text("SELECT appointment_id, type FROM events WHERE appointment_id IS NOT NULL")
         )
         events = Counter((appointment, kind) for appointment, kind in rows)
-        keys = set(conn.execute(text("SELECT key FROM idempotency_keys")).scalars())
+        stored_keys = set(conn.execute(text("SELECT key FROM idempotency_keys")).scalars())
     engine.dispose()
     cancelled = {a for a, status in appointments.items() if status == "cancelled"}
-    return set(appointments), events, keys, cancelled
+    return set(appointments), events, stored_keys, cancelled
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"], ids=["restart", "crash"])
@@ -272,13 +277,13 @@ def test_a_database_restart_under_load_gives_clean_503s_then_recovers_without_du
         f"{replayed} committed but answered 503, then replayed"
     )
 
-    appointments, events, keys, cancelled_in_db = _database_state(cluster.url)
+    appointments, events, stored_keys, cancelled_in_db = _database_state(cluster.url)
     assert appointments == booked
     assert cancelled_in_db == cancelled
     expected = Counter({(a, "appointment.created"): 1 for a in booked})
     expected.update({(a, "appointment.cancelled"): 1 for a in cancelled})
     assert events == expected
-    assert keys - {f"department-{n}" for n in range(CLIENTS)} == set(final)
+    assert stored_keys - {f"department-{n}" for n in range(CLIENTS)} == set(final)
 
     # Idle through a second restart, every pooled connection is dead: none may fail a request.
     client.answers.clear()
@@ -308,7 +313,6 @@ def pipeline(
 ) -> Iterator[Pipeline]:
     """The API in this process, and the processes to start, all on the cluster."""
     env = pipeline_env(cluster.url, redis_url, MONCRENEAU_QUEUE_NAME=queue_name)
-    _cli(env, "db", "upgrade")
     app = create_app(
         make_settings(
             cluster.url, redis_url=redis_url, queue_name=queue_name, secret_key=SECRET_KEY
@@ -316,7 +320,7 @@ def pipeline(
     )
     processes = Processes(env, tmp_path)
     try:
-        yield Pipeline(Api(app.test_client(), new_organization(app)["apiKey"]), processes)
+        yield Pipeline(Api(app.test_client(), _api_key(cluster.url)), processes)
     finally:
         processes.stop_all()
         app.extensions["moncreneau"].sessions.kw["bind"].dispose()
