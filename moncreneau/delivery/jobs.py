@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from moncreneau import clock
 from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory, write_session
 from moncreneau.delivery.dispatcher import Dispatcher
-from moncreneau.delivery.store import Claimed, claim, release
+from moncreneau.delivery.store import QUEUE_LEASE, Claimed, claim, release
 from moncreneau.models import WebhookSubscription
 from moncreneau.secretbox import SecretBox, resolve_key
 from moncreneau.webhooks.service import secrets_of
 
+log = logging.getLogger(__name__)
+
 # A delivery handed back because its endpoint is at capacity is tried again after this.
 RELEASE_DELAY = timedelta(seconds=1)
+# A job waits this long for an unavailable database before failing. Once failed, its
+# deliveries stay queued in the database's view until their queue lease runs out, so
+# waiting out a restart here delivers them seconds sooner.
+OUTAGE_PATIENCE = QUEUE_LEASE / 2
 
 
 @dataclass
@@ -93,6 +102,20 @@ def deliver(delivery_ids: list[str]) -> int:
 
 
 def deliver_with(ctx: DeliveryContext, delivery_ids: list[str]) -> int:
+    deadline = time.monotonic() + OUTAGE_PATIENCE.total_seconds()
+    pause = 0.5
+    while True:
+        try:
+            return _claim_and_send(ctx, delivery_ids)
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("database unavailable; %d deliveries wait for it", len(delivery_ids))
+            time.sleep(pause)
+            pause = min(pause * 2, 4.0)
+
+
+def _claim_and_send(ctx: DeliveryContext, delivery_ids: list[str]) -> int:
     with write_session(ctx.sessions) as db:
         claimed = claim(db, delivery_ids, clock.now(), ctx.lease)
         claimed = _address(db, ctx, claimed) if claimed else []
