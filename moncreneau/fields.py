@@ -73,7 +73,15 @@ class Email(ma.fields.Email):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.validators.insert(0, Pattern(EMAIL_PATTERN, error="Not a valid email address."))
+        pattern = Pattern(EMAIL_PATTERN, error="Not a valid email address.")
+        email = self.validators.pop(0)
+
+        def email_once(value: str) -> None:
+            # Both must hold, but a value the pattern refused gets its message only once.
+            if pattern.whole.fullmatch(value) is not None:
+                email(value)
+
+        self.validators[:0] = [pattern, email_once]
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         return storable(super()._deserialize(value, attr, data, **kwargs))
