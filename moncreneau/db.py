@@ -26,6 +26,8 @@ JsonDoc = JSON().with_variant(JSONB(), "postgresql")
 # Write transactions on SQLite take the write lock at BEGIN: a deferred transaction that
 # reads then writes fails with "database is locked" when another writer got there first.
 WRITE = {"sqlite_immediate": True}
+# Seconds to wait for PostgreSQL to accept a connection.
+CONNECT_TIMEOUT = 5
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -78,6 +80,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
+    # A server that stops answering (not one that restarts) must give a 503, not a request
+    # hung until the process's own timeout; keepalives notice a dead peer on idle links.
+    kwargs.setdefault("pool_timeout", 10)
+    connect_args = kwargs.setdefault("connect_args", {})
+    connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    connect_args.setdefault("keepalives", 1)
+    connect_args.setdefault("keepalives_idle", 30)
     return create_engine(url, **kwargs)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from flask_smorest import Api
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from moncreneau.domain.errors import Conflict, DomainError, Invalid, NotFound, PreconditionFailed
@@ -114,6 +115,11 @@ class MonCreneauApi(Api):
 def register(app: Flask) -> None:
     app.register_error_handler(DomainError, domain_error_response)
     app.register_error_handler(DBAPIError, database_error_response)
+
+    @app.errorhandler(PoolTimeout)
+    def _no_connection(_error: PoolTimeout) -> Response:
+        log.warning("no database connection free in the pool")
+        return error_response(503, headers={"Retry-After": "1"})
 
     @app.errorhandler(RecursionError)
     def _too_deep(_error: RecursionError) -> Response:

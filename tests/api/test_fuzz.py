@@ -35,9 +35,10 @@ STATEFUL_STEPS = 12
 
 # Well-formed requests that the state of the organization refuses, each documented on its
 # operation: JSON Schema cannot say "a department that exists", "a start on that department's
-# slot grid", "a key not used before with another body" or "a zone of the tz database". Schemathesis counts a 422 or a 412
-# to valid data as a finding, so the operations below expect them, and
-# `test_the_api_conforms_to_its_spec` then insists that such a 422 names one of these fields.
+# slot grid", "a key not used before with another body" or "a zone of the tz database".
+# Schemathesis counts a 422 or a 412 to valid data as a finding, so the operations below
+# expect them, and `test_the_api_conforms_to_its_spec` then insists that such a 422 names one
+# of these fields.
 BOOKING = {"departmentId", "dateTime"}
 IDEMPOTENCY = {"Idempotency-Key"}
 BUSINESS_RULES: dict[str, set[str]] = {

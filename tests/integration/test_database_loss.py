@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from moncreneau.app import create_app
-from moncreneau.db import make_engine
+from moncreneau.db import CONNECT_TIMEOUT, make_engine, make_session_factory
 from moncreneau.web import session
 from tests.conftest import Api, make_settings
 from tests.e2e.conftest import free_port
@@ -139,3 +141,36 @@ def test_an_unreachable_database_answers_503_on_every_kind_of_request(
     ):
         _assert_unavailable(response)
     assert down.test_client().get("/readyz").status_code == 503
+
+
+def test_a_database_that_accepts_but_never_answers_gives_503_not_a_hung_request(
+    org: dict[str, Any],
+) -> None:
+    with socket.socket() as silent:
+        # Accepts connections (the kernel's backlog) and never says a word, as a frozen
+        # server or a black-holed network would.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        down = create_app(make_settings(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"))
+        client = Api(down.test_client(), org["apiKey"])
+        started = time.monotonic()
+        _assert_unavailable(client.get("/appointments"))
+        # The connect timeout, not a client's patience, ended it.
+        assert time.monotonic() - started < CONNECT_TIMEOUT * 3
+
+
+def test_no_free_connection_in_the_pool_answers_503(app: Flask, api: Api) -> None:
+    tiny = make_engine(
+        app.extensions["moncreneau"].settings.database_url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=0.2,
+    )
+    app.extensions["moncreneau"].sessions = make_session_factory(tiny)
+    try:
+        with tiny.connect():
+            _assert_unavailable(api.get("/appointments"))
+        assert api.get("/appointments").status_code == 200
+    finally:
+        tiny.dispose()
