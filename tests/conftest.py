@@ -183,13 +183,6 @@ def live_server(app: Flask) -> Iterator[str]:
     thread.join(timeout=5)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that start processes and share Redis run on one xdist worker, one at a time."""
-    for item in items:
-        if "/tests/e2e/" in str(item.path):
-            item.add_marker(pytest.mark.xdist_group("pipeline"))
-
-
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Let fixtures see whether the test failed (to print process logs)."""
