@@ -341,7 +341,8 @@ class Pipeline:
         assert self.sessions
         assert self.engine is not None
         with self.engine.begin() as conn:
-            return conn.execute(text(statement), params).scalar()
+            result = conn.execute(text(statement), params)
+            return result.scalar() if result.returns_rows else None
 
     def append_events(self, count: int) -> None:
         """`count` copies of the first booked event, committed at once.
