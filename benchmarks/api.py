@@ -80,7 +80,7 @@ def p1(run: Run) -> None:
                     f"POST /api/v1/appointments per second, gunicorn {API_WORKERS} workers "
                     f"x 4 threads, {backend}",
                     Spread.of([a.rate for a in apps]).show(0, " req/s"),
-                    Spread.of([b.rate for b in bares]).show(0, " req/s") + " (bare insert)",
+                    Spread.of([b.rate for b in bares]).show(0, " req/s") + " bare insert",
                     ratio,
                     f"≥ {target}",
                     ratio.median >= target,

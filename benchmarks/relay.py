@@ -76,7 +76,7 @@ def p6(run: Run) -> None:
             "P6",
             f"relay events/s with {history:,} delivered events stored",
             Spread.of(loaded).show(0, " events/s"),
-            Spread.of(bases).show(0, " events/s (empty store)"),
+            Spread.of(bases).show(0, " events/s") + " empty store",
             ratio,
             "≥ 0.9",
             ratio.median >= 0.9,

@@ -40,8 +40,7 @@ class Run:
     rows: list[Row] = field(default_factory=list)
     # label -> latencies in milliseconds, for the chart
     latencies: dict[str, list[float]] = field(default_factory=dict)
-    # figures one benchmark hands to another
-    extra: dict[str, float] = field(default_factory=dict)
+    load_before: float = field(default_factory=lambda: os.getloadavg()[0])
 
     def size(self, full: int, quick: int) -> int:
         return quick if self.quick else full
@@ -70,7 +69,9 @@ def markdown(run: Run, command: str) -> str:
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}, with `{command}`: "
         f"{run.rounds} round(s) per figure{', quick sizes' if run.quick else ''}. Every process "
-        "(PostgreSQL, Redis, MonCréneau, the receiver and the load clients) shares those cores.",
+        "(PostgreSQL, Redis, MonCréneau, the receiver and the load clients) shares those cores; "
+        f"load average {run.load_before:.1f} before the run and {os.getloadavg()[0]:.1f} after "
+        "(anything above what the benchmarks start themselves means other work on the machine).",
         "",
         "| " + " | ".join(HEADER) + " |",
         "| " + " | ".join("---" for _ in HEADER) + " |",
