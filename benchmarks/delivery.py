@@ -108,7 +108,7 @@ def p3(run: Run) -> None:
         "MONCRENEAU_ENDPOINT_CONCURRENCY": str(SLOW_IN_FLIGHT),
     }
     ceiling = SLOW_IN_FLIGHT / 0.1
-    with receiver() as rec, pipeline(**env) as pipe:
+    with receiver() as rec, pipeline(env=env) as pipe:
         pipe.subscribe(rec.url("slow", "p3"))
         relaying(pipe)
         rates = [drain(pipe, rec, "slow", events).rate for _ in range(run.rounds)]

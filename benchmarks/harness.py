@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,12 +176,16 @@ class Processes:
         self.running: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, argv: Sequence[str], name: str, cwd: Path | None = None, **extra_env: str
+        self,
+        argv: Sequence[str],
+        name: str,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         log_file = open(self.log_dir / f"{name}-{len(self.running)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
             list(argv),
-            env={**self.env, **extra_env},
+            env={**self.env, **(env or {})},
             cwd=cwd or self.log_dir,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -191,7 +195,7 @@ class Processes:
 
     def moncreneau(self, command: str, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "moncreneau", command, *args]
-        return self.start(argv, command, **extra_env)
+        return self.start(argv, command, env=extra_env)
 
     def run(self, *args: str, cwd: Path | None = None) -> str:
         """A `moncreneau` command run to completion; its standard output."""
@@ -267,7 +271,7 @@ class Receiver:
         return counts
 
     def arrivals(self) -> list[tuple[float, str, str, str | None]]:
-        return [tuple(a) for a in http_json(f"{self.base}/_arrivals")]  # type: ignore[misc]
+        return [tuple(a) for a in http_json(f"{self.base}/_arrivals")]
 
     def reset(self) -> None:
         http_json(f"{self.base}/_reset", "POST")
@@ -376,13 +380,16 @@ class Pipeline:
 
 @contextmanager
 def pipeline(
-    api_workers: int = 1, departments: int = 1, sqlite: bool = False, **env: str
+    api_workers: int = 1,
+    departments: int = 1,
+    sqlite: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Pipeline]:
     """A migrated database with one organization, its key and the API serving it."""
     folder = Path(tempfile.mkdtemp(prefix="moncreneau-bench-"))
     database_url = f"sqlite:///{folder / 'bench.db'}" if sqlite else create_database()
     queue = f"moncreneau-bench-{uuid.uuid4().hex[:10]}"
-    procs = Processes(base_env(database_url, queue, **env), folder)
+    procs = Processes(base_env(database_url, queue, **(env or {})), folder)
     pipe = Pipeline(database_url, queue, procs)
     try:
         procs.run("db", "upgrade")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,7 +83,7 @@ def markdown(run: Run, command: str) -> str:
     return "\n".join(lines)
 
 
-def chart(latencies: dict[str, Sequence[float]], path: Path) -> None:
+def chart(latencies: Mapping[str, Sequence[float]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
