@@ -79,7 +79,7 @@ def p4(run: Run) -> None:
         pipe.procs.moncreneau("worker")
         pipe.procs.moncreneau("worker")
         rates, rounds = _rounds(run, booking_target(pipe), rec)
-    run.latencies["P4 commit-to-receipt, production processes"] = rounds[-1]
+    run.latencies["P4 201-to-receipt, production processes"] = rounds[-1]
     p50, p99 = _figures(rounds)
     count = sum(len(r) for r in rounds) // len(rounds)
     run.add(
@@ -119,7 +119,7 @@ def e1(run: Run) -> None:
     finally:
         procs.close()
         shutil.rmtree(folder, ignore_errors=True)
-    run.latencies["E1 commit-to-receipt, embedded `moncreneau run`"] = rounds[-1]
+    run.latencies["E1 201-to-receipt, embedded `moncreneau run`"] = rounds[-1]
     p50, p99 = _figures(rounds)
     run.add(
         Row(
