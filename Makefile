@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test lint openapi clean
+.PHONY: install run test lint openapi bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -n 2 $(ARGS)
+
+# Starts its own processes on throwaway databases; writes benchmarks/RESULTS.md and latency.png.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks $(ARGS)
 
 openapi: $(STAMP)
 	$(BIN)/moncreneau openapi write openapi/openapi.json

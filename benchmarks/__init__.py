@@ -1,0 +1,1 @@
+"""Scripts that start MonCréneau for real and print figures with ratios to baselines."""

@@ -1,0 +1,177 @@
+"""HTTP load from several client processes, each with several keep-alive threads."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import multiprocessing
+import random
+import resource
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+# Client processes and threads per process: enough to keep 5 gunicorn workers x 4 threads busy.
+PROCESSES = 2
+THREADS = 8
+# Random slots over centuries of 30-minute slots: a department never fills one.
+FIRST_SLOT = datetime(2100, 1, 1)
+SLOTS = 800 * 365 * 48
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to POST and what: bookings when `departments` is set, else a bare row."""
+
+    url: str
+    headers: dict[str, str]
+    departments: tuple[int, ...] = ()
+
+    def body(self, rng: random.Random) -> bytes:
+        if not self.departments:
+            return json.dumps({"name": "bench"}).encode()
+        start = FIRST_SLOT + timedelta(minutes=30 * rng.randrange(SLOTS))
+        return json.dumps(
+            {
+                "departmentId": rng.choice(self.departments),
+                "dateTime": start.isoformat(),
+                "name": "Bench",
+            }
+        ).encode()
+
+
+@dataclass
+class Outcome:
+    """What one client process saw: 2xx count, errors, latencies and, if asked, responses."""
+
+    ok: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    # (time.time() when the answer was read, the created resource's id)
+    answered: list[tuple[float, int]] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+
+    def merge(self, other: Outcome) -> None:
+        self.ok += other.ok
+        self.errors += other.errors
+        self.latencies += other.latencies
+        self.answered += other.answered
+        self.cpu_seconds += other.cpu_seconds
+
+
+def _client(
+    target: Target,
+    seconds: float,
+    rate: float | None,
+    threads: int,
+    seed: int,
+    keep_ids: bool,
+    begin_at: float,
+) -> Outcome:
+    """Closed loop when `rate` is None; else requests scheduled `1/rate` apart (open loop)."""
+    parts = urlsplit(target.url)
+    outcome = Outcome()
+    lock = threading.Lock()
+    # Every client process starts together, whenever its interpreter was ready.
+    time.sleep(max(0.0, begin_at - time.time()))
+    started = time.perf_counter()
+    deadline = started + seconds
+    counter = iter(range(10**9))
+
+    def run(index: int) -> None:
+        rng = random.Random(seed * 1000 + index)
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+        headers = {"Content-Type": "application/json", **target.headers}
+        ok = errors = 0
+        latencies: list[float] = []
+        answered: list[tuple[float, int]] = []
+        while True:
+            if rate is not None:
+                with lock:
+                    n = next(counter)
+                due = started + n / rate
+                if due >= deadline:
+                    break
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+            elif time.perf_counter() >= deadline:
+                break
+            body = target.body(rng)
+            sent = time.perf_counter()
+            try:
+                conn.request("POST", parts.path, body, headers)
+                response = conn.getresponse()
+                raw = response.read()
+            except (OSError, http.client.HTTPException):
+                errors += 1
+                conn.close()
+                conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+                continue
+            now = time.time()
+            latencies.append(time.perf_counter() - sent)
+            if 200 <= response.status < 300:
+                ok += 1
+                if keep_ids:
+                    answered.append((now, int(json.loads(raw)["id"])))
+            else:
+                errors += 1
+        conn.close()
+        with lock:
+            outcome.ok += ok
+            outcome.errors += errors
+            outcome.latencies += latencies
+            outcome.answered += answered
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    outcome.cpu_seconds = usage.ru_utime + usage.ru_stime
+    return outcome
+
+
+def _client_args(args: tuple[Target, float, float | None, int, int, bool, float]) -> Outcome:
+    return _client(*args)
+
+
+@dataclass(frozen=True)
+class Load:
+    outcome: Outcome
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.outcome.ok / self.seconds
+
+    @property
+    def client_cpu(self) -> float:
+        """Cores the client processes kept busy, on average."""
+        return self.outcome.cpu_seconds / self.seconds
+
+
+def post_load(
+    target: Target,
+    seconds: float,
+    rate: float | None = None,
+    processes: int = PROCESSES,
+    threads: int = THREADS,
+    keep_ids: bool = False,
+) -> Load:
+    """POST for `seconds` from `processes` x `threads` connections; `rate` in total per second."""
+    share = rate / processes if rate is not None else None
+    begin_at = time.time() + 2.0
+    jobs = [
+        (target, seconds, share, threads, seed, keep_ids, begin_at) for seed in range(processes)
+    ]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        parts = pool.map(_client_args, jobs)
+    total = Outcome()
+    for part in parts:
+        total.merge(part)
+    # The pool's start-up is not load: the requested duration, not the wall clock, counts.
+    return Load(total, seconds)
