@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from moncreneau.appointments.representation import previous_attributes, represent
@@ -76,19 +76,31 @@ def resolve_start(value: datetime, tz: ZoneInfo, slot_minutes: int) -> datetime:
     return local.astimezone(UTC)
 
 
-def _lock_department(session: Session, organization_id: int, department_id: int) -> Department:
-    department = session.scalar(
-        select(Department).where(Department.id == department_id).with_for_update()
-    )
+def _department(session: Session, organization_id: int, department_id: int) -> Department:
+    """The organization's department (departments never change once created)."""
+    department = session.get(Department, department_id)
     if department is None or department.organization_id != organization_id:
         raise Invalid.field("departmentId", f"No department with id {department_id}.")
     return department
 
 
+def _lock_slot(session: Session, department: Department, starts_at: datetime) -> None:
+    """Serialize the bookings of one start time until commit: capacity is per start time.
+
+    Bookings of other start times, in this department or another, go on in parallel.
+    SQLite admits one writer at a time anyway.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:slot, 7))"),
+            {"slot": f"slot:{department.id}:{starts_at.isoformat()}"},
+        )
+
+
 def _check_capacity(
     session: Session, department: Department, starts_at: datetime, exclude: int | None = None
 ) -> None:
-    """The caller holds the department's lock, so no other booking can slip in meanwhile."""
+    """The caller holds the slot's lock, so no other booking can slip in meanwhile."""
     query = select(func.count()).where(
         AppointmentRow.department_id == department.id,
         AppointmentRow.starts_at == starts_at,
@@ -182,9 +194,10 @@ def _check_precondition(appointment: Appointment, expected: Collection[int] | No
 
 
 def book(session: Session, organization_id: int, new: NewAppointment) -> dict[str, Any]:
-    department = _lock_department(session, organization_id, new.department_id)
+    department = _department(session, organization_id, new.department_id)
     tz = zone(department.timezone)
     starts_at = resolve_start(new.date_time, tz, department.slot_minutes)
+    _lock_slot(session, department, starts_at)
     _check_capacity(session, department, starts_at)
     appointment = Appointment.book(
         0,
@@ -221,7 +234,7 @@ def change(
     values = dict(values)
     department: Department | None = None
     if "date_time" in values:
-        department = _lock_department(session, organization_id, appointment.department_id)
+        department = _department(session, organization_id, appointment.department_id)
         tz = zone(department.timezone)
         values["starts_at"] = resolve_start(values.pop("date_time"), tz, department.slot_minutes)
     else:
@@ -232,6 +245,7 @@ def change(
         return represent(appointment, tz)
     if department is not None and "starts_at" in event.changes and appointment.occupies_slot:
         assert appointment.starts_at is not None
+        _lock_slot(session, department, appointment.starts_at)
         _check_capacity(session, department, appointment.starts_at, exclude=appointment.id)
     _save(session, appointment, tz, before, expected_versions is not None)
     return represent(appointment, tz)

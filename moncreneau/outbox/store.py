@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from moncreneau.ids import new_id
@@ -35,6 +35,15 @@ def lock_log(session: Session) -> None:
         session.execute(text(f"SELECT {_LOG_LOCK}, pg_notify('{CHANNEL}', '')"))
 
 
+@event.listens_for(Session, "before_flush")
+def _lock_before_inserting_events(session: Session, _context: Any, _instances: Any) -> None:
+    # Positions are drawn when the rows are inserted: the lock must come first, and it is
+    # held until commit. Events are inserted at the flush of the commit (see `append`), so
+    # the lock is held for that flush and the commit only.
+    if any(isinstance(obj, EventRecord) for obj in session.new):
+        lock_log(session)
+
+
 def append(
     session: Session,
     *,
@@ -47,8 +56,10 @@ def append(
     appointment_id: int | None = None,
     sequence: int | None = None,
 ) -> EventRecord:
-    """Add one event to the caller's transaction; call it last, just before the commit."""
-    lock_log(session)
+    """Add one event to the caller's transaction, inserted when the transaction commits.
+
+    Its `position` is known only after a flush; the log's lock is taken at that flush.
+    """
     record = EventRecord(
         id=new_id("evt"),
         organization_id=organization_id,
@@ -62,7 +73,6 @@ def append(
         created_at=occurred_at,
     )
     session.add(record)
-    session.flush()
     return record
 
 

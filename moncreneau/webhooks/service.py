@@ -228,6 +228,7 @@ def send_test(
             "message": "This is a test delivery from MonCréneau.",
         },
     )
+    session.flush()  # the delivery names the event's position
     budget = settings.attempt_budget
     row = deliveries.new_delivery_row(event, subscription, clock.now(), budget, queued=False)
     ids = deliveries.insert_ignoring_duplicates(session, [row])

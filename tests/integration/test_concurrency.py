@@ -19,8 +19,11 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from moncreneau.app import create_app
+from moncreneau.appointments import service as appointments
 from moncreneau.auth import keys
 from moncreneau.db import make_engine, make_session_factory
+from moncreneau.departments import service as departments
+from moncreneau.domain.errors import Conflict
 from moncreneau.models import AppointmentRow, EventRecord, IdempotencyRecord
 from moncreneau.outbox import store
 from tests.conftest import make_settings
@@ -342,6 +345,7 @@ def test_a_second_append_waits_for_the_first_transaction_to_commit(
             data={"label": label},
             object={"label": label},
         )
+        session.flush()  # as the commit would: the insert takes the log's lock first
         return record.position
 
     first, second, reader = sessions(), sessions(), sessions()
@@ -367,6 +371,39 @@ def test_a_second_append_waits_for_the_first_transaction_to_commit(
         ]
     finally:
         for session in (first, second, reader):
+            session.rollback()
+            session.close()
+
+
+def test_a_booking_waits_only_for_bookings_of_the_same_start_time(
+    app: Flask, engine: Engine
+) -> None:
+    sessions = make_session_factory(engine)
+    with sessions() as setup:
+        organization_id = keys.create_organization(setup, "Clinique Exemple")["id"]
+        department = departments.create(
+            setup, organization_id, departments.NewDepartment("Radiologie", "Europe/Paris")
+        )
+        setup.commit()
+
+    def book(session: Any, at: str) -> dict[str, Any]:
+        new = appointments.NewAppointment(department["id"], datetime.fromisoformat(at), "Ana")
+        return appointments.book(session, organization_id, new)
+
+    first, other_slot, same_slot = sessions(), sessions(), sessions()
+    try:
+        book(first, "2026-03-02T10:00:00")
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            # Another start time of the same department is not held up by the open booking.
+            pool.submit(book, other_slot, "2026-03-02T10:30:00").result(timeout=10)
+            waiting = pool.submit(book, same_slot, "2026-03-02T10:00:00")
+            with pytest.raises(TimeoutError):
+                waiting.result(timeout=0.5)
+            first.commit()
+            with pytest.raises(Conflict, match="is full"):
+                waiting.result(timeout=10)
+    finally:
+        for session in (first, other_slot, same_slot):
             session.rollback()
             session.close()
 
