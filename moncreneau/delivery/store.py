@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Boolean, and_, bindparam, case, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from moncreneau.ids import new_id
@@ -123,16 +123,25 @@ def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta)
         WebhookSubscription.enabled.is_(True), WebhookSubscription.deleted_at.is_(None)
     )
     until = now + lease
+    claimable = and_(
+        Delivery.status.in_(OPEN),
+        Delivery.next_attempt_at <= now,
+        or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+        Delivery.subscription_id.in_(live_subscriptions),
+    )
+    # The rows are found by id alone and the conditions decided row by row: with them in
+    # the WHERE clause, statistics taken while few deliveries were open made PostgreSQL scan
+    # every open delivery through the due index, for each job, just when a backlog builds.
+    # A row another worker changed meanwhile is decided on its new values (read committed
+    # re-reads the row it waited for), so no two claims take one delivery.
     statement = (
         update(Delivery)
-        .where(
-            Delivery.id.in_(list(ids)),
-            Delivery.status.in_(OPEN),
-            Delivery.next_attempt_at <= now,
-            or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
-            Delivery.subscription_id.in_(live_subscriptions),
+        .where(Delivery.id.in_(list(ids)))
+        .values(
+            locked_until=case((claimable, until), else_=Delivery.locked_until),
+            queued_until=case((claimable, None), else_=Delivery.queued_until),
+            attempts=case((claimable, Delivery.attempts + 1), else_=Delivery.attempts),
         )
-        .values(locked_until=until, queued_until=None, attempts=Delivery.attempts + 1)
         .returning(
             Delivery.seq,
             Delivery.id,
@@ -143,6 +152,7 @@ def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta)
             Delivery.body,
             Delivery.attempts,
             Delivery.attempt_budget,
+            Delivery.locked_until,
         )
     )
     rows = session.execute(statement, execution_options={"synchronize_session": False}).all()
@@ -160,6 +170,7 @@ def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta)
             locked_until=until,
         )
         for r in rows
+        if r.locked_until == until
     ]
 
 
