@@ -75,6 +75,7 @@ def sample_body(pipe: Pipeline) -> tuple[bytes, dict[str, str]]:
         seq=1,
         id="msg_benchmark",
         subscription_id=1,
+        event_id="evt_benchmark",
         event_type="appointment.created",
         payload_version="2.0",
         body=body,

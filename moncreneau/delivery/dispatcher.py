@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # A failing endpoint keeps at least this many requests in flight, to notice its recovery.
 MIN_ENDPOINT_LIMIT = 2
+# Rounds of requests that may wait behind an endpoint that has not timed out lately.
+HEALTHY_ROUNDS = 4
 # Settlements are written together: at most this many, at most this often.
 FLUSH_SIZE = 500
 FLUSH_SECONDS = 0.02
@@ -236,7 +238,9 @@ class Dispatcher:
         # limits learnt from past requests outlive the endpoint's idle moments
         self._limits: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._http = sender.make_pool_manager(settings.endpoint_concurrency)
+        # Many webhooks may share a host (a platform's tenants): keep a connection for each
+        # request that can be in flight to it, not just one webhook's share.
+        self._http = sender.make_pool_manager(settings.worker_concurrency)
         self.recorder = Recorder(sessions, settings)
         self._ceiling = settings.endpoint_concurrency
         # what a request needs left on its lease to finish and be recorded in time
@@ -257,9 +261,13 @@ class Dispatcher:
                     limit = self._limits.get(item.subscription_id, self._ceiling)
                     endpoint = self._endpoints[item.subscription_id] = _Endpoint(limit)
                 if endpoint.in_flight >= endpoint.limit:
-                    # One round of waiting at most, so a queued delivery never outlives its
-                    # lease (two timeouts): the rest goes back to the database for later.
-                    if len(endpoint.backlog) < endpoint.limit:
+                    # A struggling endpoint keeps one round waiting at most, so a queued
+                    # delivery never outlives its lease (two timeouts); a healthy one, a few
+                    # rounds, or a busy worker would send half of each job back to the
+                    # database (one that waits too long is still given back unsent, below).
+                    # The rest goes back to the database for later.
+                    rounds = HEALTHY_ROUNDS if endpoint.limit >= self._ceiling else 1
+                    if len(endpoint.backlog) < endpoint.limit * rounds:
                         endpoint.backlog.append(item)
                     else:
                         overflow.append(item)
