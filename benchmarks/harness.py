@@ -21,12 +21,13 @@ from typing import Any
 
 import redis
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from moncreneau.db import make_engine, make_session_factory, write_session
 from moncreneau.listen import api_call
 from moncreneau.outbox import store
+from tests import services
 
 PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -109,20 +110,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def create_database(prefix: str = "bench") -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    return services.create_database(prefix, PG_URL)
 
 
 def drop_database(url: str) -> None:
-    name = make_url(url).database
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    services.drop_database(url, PG_URL)
 
 
 def postgres_version() -> str:
@@ -148,23 +140,17 @@ def forget_queue(name: str) -> None:
 
 
 def base_env(database_url: str, queue: str | None, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("MONCRENEAU_") and k not in ("DATABASE_URL", "REDIS_URL")
+    queued = {"MONCRENEAU_QUEUE_NAME": queue} if queue else {}
+    settings = {
+        "MONCRENEAU_SECRET_KEY": SECRET_KEY,
+        "MONCRENEAU_ALLOW_PRIVATE_URLS": "true",
+        "MONCRENEAU_RATE_LIMIT": "",
+        "MONCRENEAU_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+        **queued,
+        **extra,
     }
-    env.update(
-        DATABASE_URL=database_url,
-        MONCRENEAU_SECRET_KEY=SECRET_KEY,
-        MONCRENEAU_ALLOW_PRIVATE_URLS="true",
-        MONCRENEAU_RATE_LIMIT="",
-        MONCRENEAU_LOG_LEVEL="WARNING",
-        PYTHONPATH=str(ROOT),
-    )
-    if queue:
-        env.update(REDIS_URL=REDIS_URL, MONCRENEAU_QUEUE_NAME=queue)
-    env.update(extra)
-    return env
+    return services.process_env(database_url, REDIS_URL if queue else None, **settings)
 
 
 class Processes:

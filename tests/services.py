@@ -31,6 +31,20 @@ def redis_database(number: int) -> str:
     return f"{base}/{number}"
 
 
+def process_env(database_url: str, redis_url: str | None, **settings: str) -> dict[str, str]:
+    """This environment for a `moncreneau` process, but with only these settings of ours."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MONCRENEAU_") and k not in ("DATABASE_URL", "REDIS_URL")
+    }
+    env["DATABASE_URL"] = database_url
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.update(settings)
+    return env
+
+
 def postgres_problem() -> str | None:
     try:
         engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
@@ -50,19 +64,19 @@ def redis_problem() -> str | None:
     return None
 
 
-def create_database(prefix: str) -> str:
-    """A fresh, empty PostgreSQL database; returns its URL."""
+def create_database(prefix: str, admin_url: str = PG_URL) -> str:
+    """A fresh, empty PostgreSQL database on `admin_url`'s server; returns its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
-def drop_database(url: str) -> None:
+def drop_database(url: str, admin_url: str = PG_URL) -> None:
     name = make_url(url).database
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()

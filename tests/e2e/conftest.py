@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -43,13 +42,9 @@ def queue_name() -> str:
 
 
 def pipeline_env(database_url: str, redis_url: str | None, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("MONCRENEAU_") and k not in ("DATABASE_URL", "REDIS_URL")
-    }
-    env.update(
-        DATABASE_URL=database_url,
+    return services.process_env(
+        database_url,
+        redis_url,
         MONCRENEAU_SECRET_KEY=SECRET_KEY,
         MONCRENEAU_ALLOW_PRIVATE_URLS="true",
         MONCRENEAU_RETRY_SCHEDULE="0,1,2",
@@ -57,11 +52,8 @@ def pipeline_env(database_url: str, redis_url: str | None, **extra: str) -> dict
         MONCRENEAU_SWEEP_SECONDS="0.2",
         MONCRENEAU_RELAY_POLL_SECONDS="0.02",
         MONCRENEAU_LOG_LEVEL="WARNING",
+        **extra,
     )
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    env.update(extra)
-    return env
 
 
 @dataclass
