@@ -7,13 +7,13 @@ what does not fit behind it goes back to the database to be tried again shortly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -224,6 +224,8 @@ class Recorder:
 
 
 class Dispatcher:
+    """Sends from one event loop thread; jobs hand it deliveries from their own threads."""
+
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -232,7 +234,6 @@ class Dispatcher:
     ) -> None:
         self._settings = settings
         self._on_release = on_release
-        self._pool = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="send")
         self._slots = threading.BoundedSemaphore(settings.worker_concurrency)
         self._endpoints: dict[int, _Endpoint] = {}
         # limits learnt from past requests outlive the endpoint's idle moments
@@ -240,11 +241,16 @@ class Dispatcher:
         self._lock = threading.Lock()
         # Many webhooks may share a host (a platform's tenants): keep a connection for each
         # request that can be in flight to it, not just one webhook's share.
-        self._http = sender.make_pool_manager(settings.worker_concurrency)
+        self._client = sender.Client(
+            settings.worker_concurrency, settings.allow_private_urls, settings.allowed_networks
+        )
         self.recorder = Recorder(sessions, settings)
         self._ceiling = settings.endpoint_concurrency
         # what a request needs left on its lease to finish and be recorded in time
         self._needed = timedelta(seconds=settings.delivery_timeout + 2)
+        self._loop = asyncio.new_event_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        threading.Thread(target=self._loop.run_forever, name="sender", daemon=True).start()
 
     @property
     def in_flight(self) -> int:
@@ -254,6 +260,7 @@ class Dispatcher:
     def submit(self, items: list[Claimed]) -> None:
         """Start or line up each delivery; blocks only while the process is at capacity."""
         overflow: list[Claimed] = []
+        starting: list[Claimed] = []
         for item in items:
             with self._lock:
                 endpoint = self._endpoints.get(item.subscription_id)
@@ -273,21 +280,37 @@ class Dispatcher:
                         overflow.append(item)
                     continue
                 endpoint.in_flight += 1
-            self._slots.acquire()
-            self._pool.submit(self._run, item)
+            if not self._slots.acquire(blocking=False):
+                # At capacity: what is ready starts now, then this job waits for a slot.
+                self._start_soon(starting)
+                starting = []
+                self._slots.acquire()
+            starting.append(item)
+        self._start_soon(starting)
         if overflow:
             self._on_release(overflow)
 
-    def _run(self, item: Claimed | None) -> None:
+    def _start_soon(self, items: list[Claimed]) -> None:
+        if items:
+            self._loop.call_soon_threadsafe(self._start, items)
+
+    def _start(self, items: list[Claimed]) -> None:
+        for item in items:
+            task = self._loop.create_task(self._run(item))
+            # the loop keeps only weak references to its tasks
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, item: Claimed | None) -> None:
         try:
             while item is not None:
                 if item.locked_until - clock.now() < self._needed:
                     # It waited too long behind its endpoint: another worker may take it
                     # over any moment, so give it back rather than risk two sends.
-                    self._on_release([item])
+                    await self._loop.run_in_executor(None, self._on_release, [item])
                     response = None
                 else:
-                    response = self._send(item)
+                    response = await self._send(item)
                 with self._lock:
                     key = item.subscription_id
                     endpoint = self._endpoints[key]
@@ -304,19 +327,12 @@ class Dispatcher:
         finally:
             self._slots.release()
 
-    def _send(self, item: Claimed) -> sender.Response:
+    async def _send(self, item: Claimed) -> sender.Response:
         started = clock.now()
         try:
-            body = item.body
             headers = request_headers(item, int(time.time()))
-            response = sender.post(
-                self._http,
-                item.url,
-                body,
-                headers,
-                self._settings.delivery_timeout,
-                self._settings.allow_private_urls,
-                self._settings.allowed_networks,
+            response = await self._client.post(
+                item.url, item.body, headers, self._settings.delivery_timeout
             )
         except Exception as error:  # a bug here must not lose the attempt's bookkeeping
             log.exception("delivery %s could not be sent", item.id)

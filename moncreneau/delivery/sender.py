@@ -1,170 +1,31 @@
-"""One signed HTTP POST with a hard deadline, a bounded read and no redirects."""
+"""HTTP POSTs on asyncio: many in flight, pooled keep-alive, a hard deadline, no redirects."""
 
 from __future__ import annotations
 
-import contextlib
-import heapq
+import asyncio
+import functools
 import socket
-import threading
+import ssl
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from urllib.parse import urlsplit
 
-import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+import httptools
 
 from moncreneau.webhooks.urls import RefusedAddress, public_address
 
 USER_AGENT = "MonCreneau-Webhooks/1.0"
 # Kept from each response for the delivery log.
 EXCERPT_BYTES = 1024
-# Read at most this much of a response; the rest is dropped with the connection.
+# Read at most this much of a response body; the rest is dropped with the connection.
 MAX_READ_BYTES = 64 * 1024
-
-_deadline = threading.local()
-_policy = threading.local()
-
-
-class _Watchdog:
-    """Shuts the socket of any request still running at its deadline.
-
-    Socket timeouts bound each read, not the request: a receiver that drips one byte a
-    second would otherwise hold a delivery for as long as it likes.
-    """
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, socket.socket]] = []
-        self._done: set[int] = set()
-        self._cut: set[int] = set()
-        self._lock = threading.Condition()
-        self._counter = 0
-        self._thread: threading.Thread | None = None
-
-    def watch(self, sock: socket.socket, deadline: float) -> int:
-        with self._lock:
-            self._counter += 1
-            token = self._counter
-            heapq.heappush(self._heap, (deadline, token, sock))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="deadline", daemon=True)
-                self._thread.start()
-            self._lock.notify()
-            return token
-
-    def done(self, token: int) -> bool:
-        """Stop watching; True if the deadline cut the request (its socket is not reusable)."""
-        with self._lock:
-            if token in self._cut:
-                self._cut.discard(token)
-                return True
-            self._done.add(token)
-            return False
-
-    def was_cut(self, token: int) -> bool:
-        with self._lock:
-            return token in self._cut
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._heap:
-                    self._lock.wait()
-                deadline, token, sock = self._heap[0]
-                delay = deadline - time.monotonic()
-                if delay > 0:
-                    self._lock.wait(min(delay, 1.0))
-                    continue
-                heapq.heappop(self._heap)
-                if token in self._done:
-                    self._done.discard(token)
-                    continue
-                self._cut.add(token)
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-_watchdog = _Watchdog()
-
-
-class _GuardedConnect:
-    """Connects only to the address it vetted: no second lookup for DNS rebinding to use.
-
-    With private URLs refused (production), a host that resolves to a loopback, private,
-    link-local or otherwise non-public address is never connected to.
-    """
-
-    _dns_host: str
-    port: int
-    timeout: Any
-    source_address: Any
-    socket_options: Any
-
-    def _new_conn(self) -> socket.socket:
-        if getattr(_policy, "allow_private", True):
-            return super()._new_conn()  # type: ignore[misc]
-        try:
-            address = public_address(self._dns_host, self.port, getattr(_policy, "allowed", ()))
-        except socket.gaierror as error:
-            raise urllib3.exceptions.NameResolutionError(self._dns_host, self, error) from error  # type: ignore[arg-type]
-        except RefusedAddress as error:
-            raise urllib3.exceptions.NewConnectionError(self, f"refused: {error}") from error  # type: ignore[arg-type]
-        try:
-            return urllib3.util.connection.create_connection(
-                (address, self.port),
-                self.timeout,
-                source_address=self.source_address,
-                socket_options=self.socket_options,
-            )
-        except TimeoutError as error:
-            raise urllib3.exceptions.ConnectTimeoutError(self, "connection timed out") from error
-        except OSError as error:
-            raise urllib3.exceptions.NewConnectionError(self, f"Failed: {error}") from error  # type: ignore[arg-type]
-
-
-class _DeadlineMixin:
-    sock: socket.socket | None
-
-    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        # Watched until `post` has read what it wants of the body, not just the headers.
-        deadline: float | None = getattr(_deadline, "value", None)
-        token = None
-        if deadline and self.sock is not None:
-            token = _deadline.token = _watchdog.watch(self.sock, deadline)
-        response = super().getresponse(*args, **kwargs)  # type: ignore[misc]
-        if token is not None and _watchdog.was_cut(token):
-            # http.client takes the closed socket for the end of the headers: a status
-            # line that came alone is no answer.
-            raise TimeoutError("the deadline passed while the response headers were read")
-        return response
-
-
-class _DeadlineHTTPConnection(_GuardedConnect, _DeadlineMixin, HTTPConnection):
-    pass
-
-
-class _DeadlineHTTPSConnection(_GuardedConnect, _DeadlineMixin, HTTPSConnection):
-    pass
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _DeadlineHTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _DeadlineHTTPSConnection
-
-
-def make_pool_manager(connections_per_host: int) -> urllib3.PoolManager:
-    manager = urllib3.PoolManager(
-        num_pools=1000,
-        maxsize=connections_per_host,
-        block=False,
-        retries=False,
-        headers={"User-Agent": USER_AGENT},
-    )
-    manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-    return manager
+# A status line and headers longer than this are no answer.
+MAX_HEAD_BYTES = 64 * 1024
+# Connecting gets at most this much of the request's deadline.
+CONNECT_SECONDS = 5.0
+# Idle keep-alive connections older than this are closed rather than reused.
+IDLE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -180,76 +41,326 @@ class Response:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def post(
-    manager: urllib3.PoolManager,
-    url: str,
-    body: bytes,
-    headers: dict[str, str],
-    timeout: float,
-    allow_private: bool = False,
-    allowed: tuple[str, ...] = (),
-) -> Response:
-    """POST and classify; never raises for what a receiver or the network does."""
-    started = time.monotonic()
-    deadline = started + timeout
-    _deadline.value = deadline
-    _policy.allow_private = allow_private
-    _policy.allowed = allowed
-    response = None
-    status: int | None = None
-    error: str | None = None
-    excerpt: str | None = None
-    retry_after: str | None = None
-    try:
-        response = manager.request(
-            "POST",
-            url,
-            body=body,
-            headers=headers,
-            timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
-            redirect=False,
-            retries=False,
-            preload_content=False,
-        )
-        status = response.status
-        retry_after = response.headers.get("Retry-After")
-        chunks: list[bytes] = []
-        received = 0
-        while received < MAX_READ_BYTES and time.monotonic() < deadline:
-            chunk = response.read(min(8192, MAX_READ_BYTES - received), decode_content=False)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            received += len(chunk)
-            if received >= EXCERPT_BYTES:
-                break
-        excerpt = _printable(b"".join(chunks)[:EXCERPT_BYTES].decode("utf-8", "replace"))
-        if 300 <= status < 400:
-            location = _printable(str(response.headers.get("Location", "?"))[:500])
-            error = f"redirect to {location} (not followed)"
-        elif not 200 <= status < 300:
-            error = f"HTTP {status}"
-    except urllib3.exceptions.NewConnectionError as exc:
-        error = _connection_error(exc)
-    except urllib3.exceptions.ConnectTimeoutError:
-        error = "connection timed out"
-    except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
-        error = f"no response within {timeout:g}s"
-    except urllib3.exceptions.HTTPError as exc:
-        late = time.monotonic() >= deadline
-        error = f"no response within {timeout:g}s" if late else f"{exc.__class__.__name__}: {exc}"
-    except OSError as exc:
-        late = time.monotonic() >= deadline
-        error = f"no response within {timeout:g}s" if late else f"{exc.__class__.__name__}: {exc}"
-    finally:
-        _deadline.value = None
-        token = getattr(_deadline, "token", None)
-        cut = token is not None and _watchdog.done(token)
-        _deadline.token = None
-        if response is not None:
-            _finish(response, reusable=not cut)
-    duration_ms = int((time.monotonic() - started) * 1000)
-    return Response(status, error, excerpt, retry_after, duration_ms)
+@dataclass(frozen=True)
+class Target:
+    """Where a URL's requests go: the connection's key and the request line's parts."""
+
+    https: bool
+    host: str
+    port: int
+    path: str
+    host_header: str
+
+
+@functools.lru_cache(maxsize=4096)
+def target_of(url: str) -> Target:
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    host = parts.hostname or ""
+    default = 443 if https else 80
+    port = parts.port or default
+    shown = f"[{host}]" if ":" in host else host
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(https, host, port, path, shown if port == default else f"{shown}:{port}")
+
+
+class ConnectFailed(Exception):
+    """The connection could not be opened; `str()` is the attempt's error."""
+
+
+class _Answer:
+    """What is kept of one response."""
+
+    __slots__ = ("excerpt", "location", "received", "retry_after", "reusable", "status")
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.retry_after: str | None = None
+        self.location: str | None = None
+        self.excerpt = bytearray()
+        self.received = 0
+        self.reusable = False
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection carrying one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[_Answer] | None = None
+        self._answer = _Answer()
+        self._head_bytes = 0
+        self.answered = False  # any byte of the current response arrived
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():
+            # Bytes nobody asked for: the connection's framing can no longer be trusted.
+            self.close()
+            return
+        self.answered = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(ProtocolError("the receiver switched protocols"))
+            return
+        except httptools.HttpParserError as error:
+            self._fail(ProtocolError(str(error) or error.__class__.__name__))
+            return
+        if self._answer.status is None and not self._waiter.done():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(ProtocolError(f"headers longer than {MAX_HEAD_BYTES} bytes"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        if self._waiter is not None and not self._waiter.done():
+            if self._answer.status is not None:
+                # A body delimited by the end of the connection, or cut short: what
+                # arrived is the answer.
+                self._answer.reusable = False
+                self._waiter.set_result(self._answer)
+            else:
+                self._waiter.set_exception(exc or ConnectionResetError("connection closed"))
+
+    # --- httptools callbacks ---
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"retry-after":
+            self._answer.retry_after = value.decode("latin-1")
+        elif lowered == b"location":
+            self._answer.location = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        if self._waiter is None or self._waiter.done():
+            # A second answer to one request: the connection's framing is lost.
+            self.close()
+            return
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            # An interim answer (100 Continue, 103 Early Hints): the real one follows.
+            self._answer = _Answer()
+            return
+        self._answer.status = status
+
+    def on_body(self, body: bytes) -> None:
+        answer = self._answer
+        if answer.status is None:
+            return
+        room = EXCERPT_BYTES - len(answer.excerpt)
+        if room > 0:
+            answer.excerpt += body[:room]
+        answer.received += len(body)
+        if answer.received >= MAX_READ_BYTES:
+            self._finish(reusable=False)
+
+    def on_message_complete(self) -> None:
+        if self._answer.status is not None:
+            self._finish(reusable=self._parser.should_keep_alive())
+
+    # --- used by the client ---
+
+    def send(self, request: bytes) -> asyncio.Future[_Answer]:
+        assert self.transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._answer = _Answer()
+        self._head_bytes = 0
+        self.answered = False
+        self.transport.write(request)
+        return self._waiter
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _finish(self, reusable: bool) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._answer.reusable = reusable
+            self._waiter.set_result(self._answer)
+            self._answer = _Answer()
+        if not reusable:
+            self.close()
+
+    def _fail(self, error: Exception) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+        self.close()
+
+
+class ProtocolError(Exception):
+    """The receiver's bytes are not an HTTP/1.1 response."""
+
+
+async def open_connection(
+    loop: asyncio.AbstractEventLoop,
+    address: str,
+    port: int,
+    tls: ssl.SSLContext | None,
+    server_hostname: str | None,
+) -> _Connection:
+    """One TCP (and TLS) connection; the one place a socket is opened."""
+    _transport, connection = await loop.create_connection(
+        _Connection, address, port, ssl=tls, server_hostname=server_hostname
+    )
+    return connection
+
+
+class Client:
+    """POSTs from one event loop, keeping idle connections per host for the next request.
+
+    With private URLs refused (production), a host is resolved once per connection and the
+    socket opened to that vetted address: no second lookup for DNS rebinding to use, and a
+    host resolving to a loopback, private, link-local or otherwise non-public address is
+    never connected to.
+    """
+
+    def __init__(
+        self,
+        connections_per_host: int,
+        allow_private: bool = False,
+        allowed_networks: tuple[str, ...] = (),
+    ) -> None:
+        self._keep = connections_per_host
+        self._allow_private = allow_private
+        self._allowed = allowed_networks
+        self._idle: dict[tuple[bool, str, int], deque[_Connection]] = {}
+        self._tls: ssl.SSLContext | None = None
+
+    async def post(
+        self, url: str, body: bytes, headers: dict[str, str], timeout: float
+    ) -> Response:
+        """POST and classify; never raises for what a receiver or the network does."""
+        started = time.monotonic()
+        status: int | None = None
+        error: str | None = None
+        excerpt: str | None = None
+        retry_after: str | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await self._exchange(target_of(url), body, headers, timeout)
+            status = answer.status
+            retry_after = answer.retry_after
+            excerpt = _printable(answer.excerpt.decode("utf-8", "replace"))
+            if status is not None and 300 <= status < 400:
+                error = f"redirect to {_printable((answer.location or '?')[:500])} (not followed)"
+            elif status is None or not 200 <= status < 300:
+                error = f"HTTP {status}"
+        except ConnectFailed as failed:
+            error = str(failed)
+        except TimeoutError:
+            error = f"no response within {timeout:g}s"
+        except ProtocolError as invalid:
+            error = f"invalid response: {invalid}"
+        except OSError as exc:
+            late = time.monotonic() - started >= timeout
+            error = f"no response within {timeout:g}s" if late else _network_error(exc)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        return Response(status, error, excerpt, retry_after, duration_ms)
+
+    async def _exchange(
+        self, target: Target, body: bytes, headers: dict[str, str], timeout: float
+    ) -> _Answer:
+        request = _request(target, body, headers)
+        key = (target.https, target.host, target.port)
+        while True:
+            connection = self._checkout(key)
+            reused = connection is not None
+            if connection is None:
+                connection = await self._connect(target, min(timeout, CONNECT_SECONDS))
+            try:
+                answer = await connection.send(request)
+            except ConnectionError:
+                connection.close()
+                if reused and not connection.answered:
+                    # A kept connection the receiver closed just as it was reused: the
+                    # request reached no application, so it goes once more on a new one.
+                    continue
+                raise
+            except BaseException:
+                connection.close()
+                raise
+            if answer.reusable and not connection.closed:
+                self._checkin(key, connection)
+            else:
+                connection.close()
+            return answer
+
+    def _checkout(self, key: tuple[bool, str, int]) -> _Connection | None:
+        idle = self._idle.get(key)
+        oldest_usable = time.monotonic() - IDLE_SECONDS
+        while idle:
+            connection = idle.pop()
+            if not connection.closed and connection.idle_since >= oldest_usable:
+                return connection
+            connection.close()
+        return None
+
+    def _checkin(self, key: tuple[bool, str, int], connection: _Connection) -> None:
+        idle = self._idle.setdefault(key, deque())
+        connection.idle_since = time.monotonic()
+        idle.append(connection)
+        while len(idle) > self._keep:
+            idle.popleft().close()
+
+    async def _connect(self, target: Target, timeout: float) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                address = target.host
+                if not self._allow_private:
+                    address = await loop.run_in_executor(
+                        None, public_address, target.host, target.port, self._allowed
+                    )
+                tls = self._tls_context() if target.https else None
+                return await open_connection(
+                    loop, address, target.port, tls, target.host if target.https else None
+                )
+        except TimeoutError:
+            raise ConnectFailed("connection timed out") from None
+        except RefusedAddress as refused:
+            raise ConnectFailed(f"connection failed: {refused}") from None
+        except ssl.SSLError as failed:
+            reason = getattr(failed, "verify_message", None) or failed.reason or failed
+            raise ConnectFailed(f"TLS handshake failed: {reason}") from None
+        except OSError as exc:
+            raise ConnectFailed(_network_error(exc)) from None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        # Made on first use: it reads the system's certificate store (and SSL_CERT_FILE).
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.close()
+        self._idle.clear()
+
+
+def _request(target: Target, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [
+        f"POST {target.path} HTTP/1.1",
+        f"Host: {target.host_header}",
+        f"Content-Length: {len(body)}",
+    ]
+    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    head = "\r\n".join(lines)
+    breaks = len(lines) - 1
+    if head.count("\n") != breaks or head.count("\r") != breaks:
+        raise ValueError("a header holds a line break")
+    return (head + "\r\n\r\n").encode("latin-1") + body
 
 
 def _printable(text: str) -> str:
@@ -257,26 +368,12 @@ def _printable(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
-def _finish(response: Any, reusable: bool) -> None:
-    """Keep the connection only if the body was read to its end and no deadline cut it."""
-    try:
-        if reusable and (response.isclosed() or response.length_remaining == 0):
-            response.release_conn()
-        else:
-            response.close()
-            if response.connection is not None:
-                response.connection.close()
-            response.release_conn()
-    except Exception:
-        response.close()
-
-
-def _connection_error(exc: Exception) -> str:
-    text = str(exc)
-    if any(
-        m in text for m in ("Name or service not known", "nodename nor servname", "getaddrinfo")
-    ):
+def _network_error(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):
         return "DNS lookup failed"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    text = str(exc) or exc.__class__.__name__
     if "Connection refused" in text:
         return "connection refused"
     return f"connection failed: {text}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -68,12 +69,22 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """Every socket connection attempted; none is really opened."""
     opened: list[tuple[str, int]] = []
 
-    def create_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> Any:
-        opened.append(address)
+    async def open_connection(_loop: Any, address: str, port: int, *args: Any) -> Any:
+        opened.append((address, port))
         raise ConnectionRefusedError("not opened in tests")
 
-    monkeypatch.setattr("urllib3.util.connection.create_connection", create_connection)
+    monkeypatch.setattr(sender, "open_connection", open_connection)
     return opened
+
+
+def post(url: str, allowed: tuple[str, ...] = ()) -> sender.Response:
+    """One production-mode delivery attempt (private addresses refused)."""
+
+    async def once() -> sender.Response:
+        client = sender.Client(4, allow_private=False, allowed_networks=allowed)
+        return await client.post(url, b"{}", {}, 2.0)
+
+    return asyncio.run(once())
 
 
 @pytest.mark.parametrize(
@@ -83,8 +94,7 @@ def test_a_delivery_to_a_name_resolving_to_a_private_address_opens_no_socket(
     resolver: dict[str, list[str]], connections: list[Any], addresses: list[str]
 ) -> None:
     resolver["rebound.example"] = addresses
-    manager = sender.make_pool_manager(4)
-    response = sender.post(manager, "https://rebound.example/hook", b"{}", {}, 2.0)
+    response = post("https://rebound.example/hook")
     assert response.status_code is None
     assert response.error is not None and "not a public address" in response.error
     assert connections == []
@@ -94,8 +104,7 @@ def test_a_delivery_connects_to_the_vetted_address_without_a_second_lookup(
     resolver: dict[str, list[str]], connections: list[Any]
 ) -> None:
     resolver["ok.example"] = ["93.184.216.34"]
-    manager = sender.make_pool_manager(4)
-    response = sender.post(manager, "http://ok.example:8080/hook", b"{}", {}, 2.0)
+    response = post("http://ok.example:8080/hook")
     assert connections == [("93.184.216.34", 8080)]
     assert resolver["__lookups__"] == ["ok.example"]
     assert response.status_code is None
@@ -114,10 +123,9 @@ def test_an_operator_allowed_network_is_reachable_and_nothing_else_is(
 ) -> None:
     resolver["partner.internal"] = ["10.8.1.20"]
     resolver["other.internal"] = ["10.9.0.1"]
-    manager = sender.make_pool_manager(4)
     allowed = ("10.8.0.0/16",)
-    sender.post(manager, "https://partner.internal/hook", b"{}", {}, 2.0, False, allowed)
-    refused = sender.post(manager, "https://other.internal/hook", b"{}", {}, 2.0, False, allowed)
+    post("https://partner.internal/hook", allowed)
+    refused = post("https://other.internal/hook", allowed)
     assert connections == [("10.8.1.20", 443)]
     assert refused.error is not None and "not a public address" in refused.error
 
