@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 MIN_ENDPOINT_LIMIT = 2
 # Rounds of requests that may wait behind an endpoint that has not timed out lately.
 HEALTHY_ROUNDS = 4
+# A delivery handed back because its endpoint is at capacity is tried again after this; one
+# whose endpoint is timing out, after a whole timeout, when its requests free a slot at best.
+RELEASE_DELAY = timedelta(seconds=1)
 # Settlements are written together: at most this many, at most this often.
 FLUSH_SIZE = 500
 FLUSH_SECONDS = 0.02
@@ -230,7 +233,7 @@ class Dispatcher:
         self,
         sessions: sessionmaker[Session],
         settings: Settings,
-        on_release: Callable[[list[Claimed]], None],
+        on_release: Callable[[list[Claimed], timedelta], None],
     ) -> None:
         self._settings = settings
         self._on_release = on_release
@@ -248,6 +251,7 @@ class Dispatcher:
         self._ceiling = settings.endpoint_concurrency
         # what a request needs left on its lease to finish and be recorded in time
         self._needed = timedelta(seconds=settings.delivery_timeout + 2)
+        self._stalled_delay = timedelta(seconds=settings.delivery_timeout)
         self._loop = asyncio.new_event_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         threading.Thread(target=self._loop.run_forever, name="sender", daemon=True).start()
@@ -260,6 +264,7 @@ class Dispatcher:
     def submit(self, items: list[Claimed]) -> None:
         """Start or line up each delivery; blocks only while the process is at capacity."""
         overflow: list[Claimed] = []
+        stalled: list[Claimed] = []
         starting: list[Claimed] = []
         for item in items:
             with self._lock:
@@ -276,6 +281,8 @@ class Dispatcher:
                     rounds = HEALTHY_ROUNDS if endpoint.limit >= self._ceiling else 1
                     if len(endpoint.backlog) < endpoint.limit * rounds:
                         endpoint.backlog.append(item)
+                    elif endpoint.limit < self._ceiling:
+                        stalled.append(item)
                     else:
                         overflow.append(item)
                     continue
@@ -288,7 +295,9 @@ class Dispatcher:
             starting.append(item)
         self._start_soon(starting)
         if overflow:
-            self._on_release(overflow)
+            self._on_release(overflow, RELEASE_DELAY)
+        if stalled:
+            self._on_release(stalled, self._stalled_delay)
 
     def _start_soon(self, items: list[Claimed]) -> None:
         if items:
@@ -307,7 +316,7 @@ class Dispatcher:
                 if item.locked_until - clock.now() < self._needed:
                     # It waited too long behind its endpoint: another worker may take it
                     # over any moment, so give it back rather than risk two sends.
-                    await self._loop.run_in_executor(None, self._on_release, [item])
+                    await self._loop.run_in_executor(None, self._on_release, [item], RELEASE_DELAY)
                     response = None
                 else:
                     response = await self._send(item)

@@ -23,8 +23,6 @@ from moncreneau.webhooks.service import secrets_of
 
 log = logging.getLogger(__name__)
 
-# A delivery handed back because its endpoint is at capacity is tried again after this.
-RELEASE_DELAY = timedelta(seconds=1)
 # A job waits this long for an unavailable database before failing. Once failed, its
 # deliveries stay queued in the database's view until their queue lease runs out, so
 # waiting out a restart here delivers them seconds sooner.
@@ -58,9 +56,9 @@ def install(settings: Settings, sessions: sessionmaker[Session] | None = None) -
             sessions = sessions or make_session_factory(make_engine(settings.database_url))
             holder: list[DeliveryContext] = []
 
-            def on_release(items: list[Claimed]) -> None:
+            def on_release(items: list[Claimed], delay: timedelta) -> None:
                 with write_session(holder[0].sessions) as db:
-                    release(db, items, clock.now() + RELEASE_DELAY)
+                    release(db, items, clock.now() + delay)
                     db.commit()
 
             _context = DeliveryContext(

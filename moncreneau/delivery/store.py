@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, and_, bindparam, case, insert, or_, select, update
+from sqlalchemy import Boolean, Connection, and_, bindparam, case, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from moncreneau.ids import new_id
@@ -155,7 +155,8 @@ def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta)
             Delivery.locked_until,
         )
     )
-    rows = session.execute(statement, execution_options={"synchronize_session": False}).all()
+    # On the connection: the ORM's bulk-update bookkeeping has no objects to synchronize.
+    rows = session.connection().execute(statement).all()
     return [
         Claimed(
             seq=r.seq,
@@ -179,21 +180,24 @@ def release(session: Session, claimed: Iterable[Claimed], at: datetime) -> None:
 
     Only claims still held: one whose lease ran out may belong to another worker by now.
     """
-    for item in claimed:
-        session.execute(
-            update(Delivery)
-            .where(
-                Delivery.seq == item.seq,
-                Delivery.status.in_(OPEN),
-                Delivery.locked_until == item.locked_until,
-            )
-            .values(
-                locked_until=None,
-                queued_until=None,
-                next_attempt_at=at,
-                attempts=Delivery.attempts - 1,
-            )
+    rows = [{"r_seq": item.seq, "r_lease": item.locked_until} for item in claimed]
+    if not rows:
+        return
+    statement = (
+        update(Delivery)
+        .where(
+            Delivery.seq == bindparam("r_seq"),
+            Delivery.status.in_(OPEN),
+            Delivery.locked_until == bindparam("r_lease"),
         )
+        .values(
+            locked_until=None,
+            queued_until=None,
+            next_attempt_at=at,
+            attempts=Delivery.attempts - 1,
+        )
+    )
+    session.connection().execute(statement, rows)
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,31 @@ class Settlement:
     next_attempt_at: datetime | None
 
 
+# PostgreSQL settles a batch in two statements whatever its size: one array per column.
+_RECORD_ATTEMPTS = text(
+    """INSERT INTO delivery_attempts
+        (delivery_seq, number, started_at, duration_ms, status_code, error, response_excerpt)
+    SELECT * FROM unnest(
+        CAST(:seq AS bigint[]), CAST(:number AS integer[]), CAST(:started AS timestamptz[]),
+        CAST(:duration AS integer[]), CAST(:code AS integer[]), CAST(:error AS text[]),
+        CAST(:excerpt AS text[])
+    )
+    """
+)
+_SETTLE = text(
+    """UPDATE deliveries AS d
+    SET status = v.status, next_attempt_at = v.next_at, locked_until = NULL,
+        queued_until = NULL, last_status_code = v.code, last_error = v.error, updated_at = :now
+    FROM unnest(
+        CAST(:seq AS bigint[]), CAST(:won AS boolean[]), CAST(:lease AS timestamptz[]),
+        CAST(:status AS text[]), CAST(:next_at AS timestamptz[]), CAST(:code AS integer[]),
+        CAST(:error AS text[])
+    ) AS v(seq, won, lease, status, next_at, code, error)
+    WHERE d.seq = v.seq AND d.status <> 'succeeded' AND (v.won OR d.locked_until = v.lease)
+    """
+)
+
+
 def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -> None:
     """Record attempts and new statuses in bulk.
 
@@ -219,7 +248,11 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
     """
     if not settlements:
         return
-    session.execute(
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        _settle_postgresql(connection, settlements, now)
+        return
+    connection.execute(
         insert(DeliveryAttempt),
         [
             {
@@ -255,7 +288,7 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
             updated_at=now,
         )
     )
-    session.connection().execute(
+    connection.execute(
         statement,
         [
             {
@@ -269,4 +302,42 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
             }
             for s in settlements
         ],
+    )
+
+
+def _settle_postgresql(
+    connection: Connection, settlements: Sequence[Settlement], now: datetime
+) -> None:
+    connection.execute(
+        _RECORD_ATTEMPTS,
+        {
+            "seq": [s.claimed.seq for s in settlements],
+            "number": [s.claimed.attempt for s in settlements],
+            "started": [s.started_at for s in settlements],
+            "duration": [s.duration_ms for s in settlements],
+            "code": [s.status_code for s in settlements],
+            "error": [s.error for s in settlements],
+            "excerpt": [s.excerpt for s in settlements],
+        },
+    )
+    # One row per delivery: an update joined to two would apply either. A success wins
+    # (it is never overwritten), otherwise the latest attempt, as applying them in turn would.
+    latest: dict[int, Settlement] = {}
+    for s in settlements:
+        kept = latest.get(s.claimed.seq)
+        if kept is None or s.status == SUCCEEDED or kept.status != SUCCEEDED:
+            latest[s.claimed.seq] = s
+    rows = list(latest.values())
+    connection.execute(
+        _SETTLE,
+        {
+            "seq": [s.claimed.seq for s in rows],
+            "won": [s.status == SUCCEEDED for s in rows],
+            "lease": [s.claimed.locked_until for s in rows],
+            "status": [s.status for s in rows],
+            "next_at": [s.next_attempt_at for s in rows],
+            "code": [s.status_code for s in rows],
+            "error": [s.error for s in rows],
+            "now": now,
+        },
     )

@@ -89,6 +89,61 @@ def test_a_late_failure_does_not_undo_the_claim_of_the_worker_that_took_over(
         assert conn.execute(text("SELECT status FROM deliveries")).scalar_one() == "succeeded"
 
 
+@pytest.mark.parametrize("success_first", [True, False])
+def test_two_attempts_of_one_delivery_settled_in_one_batch_keep_the_success(
+    app: Flask,
+    api: Api,
+    department: dict[str, Any],
+    settings: Settings,
+    engine: Engine,
+    success_first: bool,
+) -> None:
+    stale, current = _taken_over(app, api, department, settings)
+    batch = [_settlement(stale, store.SUCCEEDED, 200), _settlement(current, store.FAILED, 500)]
+    with write_session(_sessions(app)) as db:
+        store.settle(db, batch if success_first else batch[::-1], datetime.now(UTC))
+        db.commit()
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, locked_until, last_status_code FROM deliveries"))
+        codes = conn.execute(text("SELECT status_code FROM delivery_attempts")).scalars()
+        assert tuple(row.one()) == ("succeeded", None, 200)
+        assert sorted(codes) == [200, 500], "both attempts are in the log"
+
+
+def test_a_batch_of_settlements_records_each_outcome_on_its_own_delivery(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings, engine: Engine
+) -> None:
+    api.post("/webhooks", HOOK)
+    _book(api, department, 3)
+    relay.relay_once(_sessions(app), settings)
+    now = datetime.now(UTC)
+    with write_session(_sessions(app)) as db:
+        ids = list(db.scalars(select(Delivery.id).order_by(Delivery.seq)))
+        claimed = store.claim(db, ids, now, timedelta(seconds=60))
+        db.commit()
+    outcomes = [(store.SUCCEEDED, 200), (store.FAILED, 503), (store.DEAD, 410)]
+    with write_session(_sessions(app)) as db:
+        store.settle(
+            db,
+            [_settlement(c, s, code) for c, (s, code) in zip(claimed, outcomes, strict=True)],
+            now,
+        )
+        db.commit()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT d.status, d.last_status_code, d.last_error, d.locked_until, a.number "
+                "FROM deliveries d JOIN delivery_attempts a ON a.delivery_seq = d.seq "
+                "ORDER BY d.seq"
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("succeeded", 200, None, None, 1),
+        ("failed", 503, "HTTP 503", None, 1),
+        ("dead", 410, "HTTP 410", None, 1),
+    ]
+
+
 def test_a_release_gives_back_only_a_claim_still_held(
     app: Flask, api: Api, department: dict[str, Any], settings: Settings
 ) -> None:
