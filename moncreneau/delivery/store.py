@@ -187,7 +187,8 @@ def release(session: Session, claimed: Iterable[Claimed], at: datetime) -> None:
         update(Delivery)
         .where(
             Delivery.seq == bindparam("r_seq"),
-            Delivery.status.in_(OPEN),
+            # spelled out: an IN list is expanded per statement, not per executemany row
+            or_(Delivery.status == PENDING, Delivery.status == FAILED),
             Delivery.locked_until == bindparam("r_lease"),
         )
         .values(

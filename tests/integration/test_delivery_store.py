@@ -144,6 +144,26 @@ def test_a_batch_of_settlements_records_each_outcome_on_its_own_delivery(
     ]
 
 
+def test_a_release_gives_back_every_claim_of_a_batch_without_counting_an_attempt(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings
+) -> None:
+    api.post("/webhooks", HOOK)
+    _book(api, department, 3)
+    relay.relay_once(_sessions(app), settings)
+    now = datetime.now(UTC)
+    later = now + timedelta(seconds=5)
+    with write_session(_sessions(app)) as db:
+        ids = list(db.scalars(select(Delivery.id)))
+        claimed = store.claim(db, ids, now, timedelta(seconds=60))
+        store.release(db, claimed, later)
+        db.commit()
+    with write_session(_sessions(app)) as db:
+        rows = db.execute(
+            select(Delivery.locked_until, Delivery.attempts, Delivery.next_attempt_at)
+        )
+        assert [tuple(r) for r in rows] == [(None, 0, later)] * 3
+
+
 def test_a_release_gives_back_only_a_claim_still_held(
     app: Flask, api: Api, department: dict[str, Any], settings: Settings
 ) -> None:
