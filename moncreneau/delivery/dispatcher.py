@@ -195,7 +195,11 @@ class Recorder:
         if succeeded:
             db.execute(
                 update(WebhookSubscription)
-                .where(WebhookSubscription.id.in_(succeeded))
+                .where(
+                    WebhookSubscription.id.in_(succeeded),
+                    # a row rewritten for nothing on every batch is bloat and WAL
+                    WebhookSubscription.failing_since.is_not(None),
+                )
                 .values(failing_since=None)
             )
         if failed:
