@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 # deliveries stay queued in the database's view until their queue lease runs out, so
 # waiting out a restart here delivers them seconds sooner.
 OUTAGE_PATIENCE = QUEUE_LEASE / 2
+# Opened webhook secrets kept in memory per process.
+SECRETS_KEPT = 10_000
 
 
 @dataclass
@@ -37,6 +41,12 @@ class DeliveryContext:
     sessions: sessionmaker[Session]
     box: SecretBox
     dispatcher: Dispatcher
+
+    @functools.cached_property
+    def open_secret(self) -> Callable[[str], str]:
+        # A sealed secret never changes meaning (a new secret is a new token), so what was
+        # opened once is kept: a fan-out to a thousand webhooks decrypts nothing twice.
+        return functools.lru_cache(maxsize=SECRETS_KEPT)(self.box.open)
 
     @property
     def lease(self) -> timedelta:
@@ -75,17 +85,26 @@ def context() -> DeliveryContext:
     return _context or install(Settings.from_env())
 
 
+# A subscription's signing columns, read for each job: the URL or a secret may change.
+_ADDRESSES = select(
+    WebhookSubscription.id,
+    WebhookSubscription.url,
+    WebhookSubscription.secret,
+    WebhookSubscription.previous_secret,
+    WebhookSubscription.previous_secret_expires_at,
+).where(WebhookSubscription.id.in_(bindparam("ids", expanding=True)))
+
+
 def _address(db: Session, ctx: DeliveryContext, claimed: list[Claimed]) -> list[Claimed]:
     """Attach each claimed delivery's URL and signing secrets (decrypted only in memory)."""
-    ids = {c.subscription_id for c in claimed}
-    subscriptions = {
-        s.id: s
-        for s in db.scalars(select(WebhookSubscription).where(WebhookSubscription.id.in_(ids)))
-    }
+    ids = sorted({c.subscription_id for c in claimed})
     now = clock.now()
-    keys = {i: secrets_of(s, ctx.box, now) for i, s in subscriptions.items()}
+    found = {
+        row.id: (row.url, secrets_of(row, ctx.open_secret, now))
+        for row in db.connection().execute(_ADDRESSES, {"ids": ids})
+    }
     return [
-        replace(c, url=subscriptions[c.subscription_id].url, secrets=keys[c.subscription_id])
+        replace(c, url=found[c.subscription_id][0], secrets=found[c.subscription_id][1])
         for c in claimed
     ]
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Boolean, Connection, and_, bindparam, case, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from moncreneau.db import UTCDateTime
 from moncreneau.ids import new_id
 from moncreneau.models import Delivery, DeliveryAttempt, EventRecord, WebhookSubscription
 from moncreneau.webhooks import payloads
@@ -115,14 +116,12 @@ class Claimed:
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
-def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta) -> list[Claimed]:
-    """Take the due, unheld ones among `ids`; counts the attempt that is about to happen."""
-    if not ids:
-        return []
+def _claim_statement() -> Any:
+    now = bindparam("now", type_=UTCDateTime())
+    until = bindparam("until", type_=UTCDateTime())
     live_subscriptions = select(WebhookSubscription.id).where(
         WebhookSubscription.enabled.is_(True), WebhookSubscription.deleted_at.is_(None)
     )
-    until = now + lease
     claimable = and_(
         Delivery.status.in_(OPEN),
         Delivery.next_attempt_at <= now,
@@ -134,9 +133,9 @@ def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta)
     # every open delivery through the due index, for each job, just when a backlog builds.
     # A row another worker changed meanwhile is decided on its new values (read committed
     # re-reads the row it waited for), so no two claims take one delivery.
-    statement = (
+    return (
         update(Delivery)
-        .where(Delivery.id.in_(list(ids)))
+        .where(Delivery.id.in_(bindparam("ids", expanding=True)))
         .values(
             locked_until=case((claimable, until), else_=Delivery.locked_until),
             queued_until=case((claimable, None), else_=Delivery.queued_until),
@@ -155,8 +154,18 @@ def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta)
             Delivery.locked_until,
         )
     )
+
+
+_CLAIM = _claim_statement()
+
+
+def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta) -> list[Claimed]:
+    """Take the due, unheld ones among `ids`; counts the attempt that is about to happen."""
+    if not ids:
+        return []
+    until = now + lease
     # On the connection: the ORM's bulk-update bookkeeping has no objects to synchronize.
-    rows = session.connection().execute(statement).all()
+    rows = session.connection().execute(_CLAIM, {"ids": list(ids), "now": now, "until": until})
     return [
         Claimed(
             seq=r.seq,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -78,12 +79,22 @@ def represent(subscription: WebhookSubscription) -> dict[str, Any]:
     }
 
 
-def secrets_of(subscription: WebhookSubscription, box: SecretBox, now: datetime) -> tuple[str, ...]:
+class SigningKeys(Protocol):
+    """What signing needs of a webhook: a subscription, or a row of its columns."""
+
+    secret: str
+    previous_secret: str | None
+    previous_secret_expires_at: datetime | None
+
+
+def secrets_of(
+    subscription: SigningKeys, open_secret: Callable[[str], str], now: datetime
+) -> tuple[str, ...]:
     """The secrets deliveries are signed with: the current one, then one in its grace period."""
-    current = box.open(subscription.secret)
+    current = open_secret(subscription.secret)
     expires = subscription.previous_secret_expires_at
     if subscription.previous_secret and expires and expires > now:
-        return (current, box.open(subscription.previous_secret))
+        return (current, open_secret(subscription.previous_secret))
     return (current,)
 
 

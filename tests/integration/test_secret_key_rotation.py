@@ -27,7 +27,7 @@ def stored_secrets(database_url: str, key: str) -> tuple[str, ...]:
         assert records
         for record in records:
             assert rt.box.open(record.response_body).startswith("{")
-        return secrets_of(subscription, rt.box, utcnow())
+        return secrets_of(subscription, rt.box.open, utcnow())
 
 
 def test_a_new_key_is_added_first_the_data_resealed_then_the_old_key_dropped(
