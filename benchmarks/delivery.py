@@ -92,11 +92,12 @@ def p2(run: Run) -> None:
     run.add(
         Row(
             "R0",
-            "the fast receiver's own ceiling",
+            "the fast receiver answering two raw loops",
             Spread.of(ceilings).show(0, " req/s"),
             measured="R0: two raw urllib3 loops (as P2's baseline) in two processes at once "
-            "against benchmarks/receiver.py; a lower bound, since the clients share the 2 "
-            "cores with it. Every delivery figure stays below it.",
+            "against benchmarks/receiver.py: a lower bound of what it answers, since each "
+            "loop has one request in flight and the clients share the 2 cores with it; "
+            "workers keep many in flight and may go past it.",
         )
     )
 
