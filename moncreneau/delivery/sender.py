@@ -284,7 +284,8 @@ class Client:
                 connection.close()
                 if reused and not connection.answered:
                     # A kept connection the receiver closed just as it was reused: the
-                    # request reached no application, so it goes once more on a new one.
+                    # request reached no application, so it goes again, on the next kept
+                    # connection or a new one.
                     continue
                 raise
             except BaseException:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, and_, bindparam, case, insert, or_, select, text, update
+from sqlalchemy import Boolean, and_, bindparam, case, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from moncreneau.db import UTCDateTime
@@ -224,14 +224,44 @@ class Settlement:
     next_attempt_at: datetime | None
 
 
+def _attempt_row(s: Settlement) -> dict[str, Any]:
+    return {
+        "delivery_seq": s.claimed.seq,
+        "number": s.claimed.attempt,
+        "started_at": s.started_at,
+        "duration_ms": s.duration_ms,
+        "status_code": s.status_code,
+        "error": s.error,
+        "response_excerpt": s.excerpt,
+    }
+
+
+def _status_row(s: Settlement) -> dict[str, Any]:
+    return {
+        "b_seq": s.claimed.seq,
+        "b_won": s.status == SUCCEEDED,
+        "b_lease": s.claimed.locked_until,
+        "b_status": s.status,
+        "b_next": s.next_attempt_at,
+        "b_code": s.status_code,
+        "b_error": s.error,
+    }
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The same rows as one array per key, for PostgreSQL's `unnest`."""
+    return {key: [row[key] for row in rows] for key in rows[0]}
+
+
 # PostgreSQL settles a batch in two statements whatever its size: one array per column.
 _RECORD_ATTEMPTS = text(
     """INSERT INTO delivery_attempts
         (delivery_seq, number, started_at, duration_ms, status_code, error, response_excerpt)
     SELECT * FROM unnest(
-        CAST(:seq AS bigint[]), CAST(:number AS integer[]), CAST(:started AS timestamptz[]),
-        CAST(:duration AS integer[]), CAST(:code AS integer[]), CAST(:error AS text[]),
-        CAST(:excerpt AS text[])
+        CAST(:delivery_seq AS bigint[]), CAST(:number AS integer[]),
+        CAST(:started_at AS timestamptz[]), CAST(:duration_ms AS integer[]),
+        CAST(:status_code AS integer[]), CAST(:error AS text[]),
+        CAST(:response_excerpt AS text[])
     )
     """
 )
@@ -240,9 +270,9 @@ _SETTLE = text(
     SET status = v.status, next_attempt_at = v.next_at, locked_until = NULL,
         queued_until = NULL, last_status_code = v.code, last_error = v.error, updated_at = :now
     FROM unnest(
-        CAST(:seq AS bigint[]), CAST(:won AS boolean[]), CAST(:lease AS timestamptz[]),
-        CAST(:status AS text[]), CAST(:next_at AS timestamptz[]), CAST(:code AS integer[]),
-        CAST(:error AS text[])
+        CAST(:b_seq AS bigint[]), CAST(:b_won AS boolean[]), CAST(:b_lease AS timestamptz[]),
+        CAST(:b_status AS text[]), CAST(:b_next AS timestamptz[]), CAST(:b_code AS integer[]),
+        CAST(:b_error AS text[])
     ) AS v(seq, won, lease, status, next_at, code, error)
     WHERE d.seq = v.seq AND d.status <> 'succeeded' AND (v.won OR d.locked_until = v.lease)
     """
@@ -259,24 +289,21 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
     if not settlements:
         return
     connection = session.connection()
+    attempts = [_attempt_row(s) for s in settlements]
     if connection.dialect.name == "postgresql":
-        _settle_postgresql(connection, settlements, now)
+        connection.execute(_RECORD_ATTEMPTS, _columns(attempts))
+        # One row per delivery: an update joined to two would apply either. A success wins
+        # (it is never overwritten), otherwise the latest attempt, as applying them in turn
+        # would.
+        latest: dict[int, Settlement] = {}
+        for s in settlements:
+            kept = latest.get(s.claimed.seq)
+            if kept is None or s.status == SUCCEEDED or kept.status != SUCCEEDED:
+                latest[s.claimed.seq] = s
+        statuses = [_status_row(s) for s in latest.values()]
+        connection.execute(_SETTLE, {**_columns(statuses), "now": now})
         return
-    connection.execute(
-        insert(DeliveryAttempt),
-        [
-            {
-                "delivery_seq": s.claimed.seq,
-                "number": s.claimed.attempt,
-                "started_at": s.started_at,
-                "duration_ms": s.duration_ms,
-                "status_code": s.status_code,
-                "error": s.error,
-                "response_excerpt": s.excerpt,
-            }
-            for s in settlements
-        ],
-    )
+    connection.execute(insert(DeliveryAttempt), attempts)
     statement = (
         update(Delivery)
         .where(
@@ -298,56 +325,4 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
             updated_at=now,
         )
     )
-    connection.execute(
-        statement,
-        [
-            {
-                "b_seq": s.claimed.seq,
-                "b_won": s.status == SUCCEEDED,
-                "b_lease": s.claimed.locked_until,
-                "b_status": s.status,
-                "b_next": s.next_attempt_at,
-                "b_code": s.status_code,
-                "b_error": s.error,
-            }
-            for s in settlements
-        ],
-    )
-
-
-def _settle_postgresql(
-    connection: Connection, settlements: Sequence[Settlement], now: datetime
-) -> None:
-    connection.execute(
-        _RECORD_ATTEMPTS,
-        {
-            "seq": [s.claimed.seq for s in settlements],
-            "number": [s.claimed.attempt for s in settlements],
-            "started": [s.started_at for s in settlements],
-            "duration": [s.duration_ms for s in settlements],
-            "code": [s.status_code for s in settlements],
-            "error": [s.error for s in settlements],
-            "excerpt": [s.excerpt for s in settlements],
-        },
-    )
-    # One row per delivery: an update joined to two would apply either. A success wins
-    # (it is never overwritten), otherwise the latest attempt, as applying them in turn would.
-    latest: dict[int, Settlement] = {}
-    for s in settlements:
-        kept = latest.get(s.claimed.seq)
-        if kept is None or s.status == SUCCEEDED or kept.status != SUCCEEDED:
-            latest[s.claimed.seq] = s
-    rows = list(latest.values())
-    connection.execute(
-        _SETTLE,
-        {
-            "seq": [s.claimed.seq for s in rows],
-            "won": [s.status == SUCCEEDED for s in rows],
-            "lease": [s.claimed.locked_until for s in rows],
-            "status": [s.status for s in rows],
-            "next_at": [s.next_attempt_at for s in rows],
-            "code": [s.status_code for s in rows],
-            "error": [s.error for s in rows],
-            "now": now,
-        },
-    )
+    connection.execute(statement, [_status_row(s) for s in settlements])
