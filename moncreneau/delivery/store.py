@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Boolean, and_, bindparam, case, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from moncreneau import bulk
 from moncreneau.db import UTCDateTime
 from moncreneau.ids import new_id
 from moncreneau.models import Delivery, DeliveryAttempt, EventRecord, WebhookSubscription
@@ -59,16 +60,19 @@ def insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> 
     """
     if not rows:
         return []
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        statement: Any = pg_insert(Delivery).on_conflict_do_nothing(
-            index_elements=["event_position", "subscription_id"]
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # The event, its body and the timestamps are sent once for all its subscribers.
+        result = bulk.insert_rows(
+            connection,
+            Delivery,
+            rows,
+            "ON CONFLICT (event_position, subscription_id) DO NOTHING RETURNING id",
         )
-    else:
-        statement = insert(Delivery).prefix_with("OR IGNORE")
-    result = session.execute(statement.returning(Delivery.id), rows)
+        return list(result.scalars())
+    result = connection.execute(
+        insert(Delivery).prefix_with("OR IGNORE").returning(Delivery.id), rows
+    )
     return list(result.scalars())
 
 
@@ -248,23 +252,7 @@ def _status_row(s: Settlement) -> dict[str, Any]:
     }
 
 
-def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """The same rows as one array per key, for PostgreSQL's `unnest`."""
-    return {key: [row[key] for row in rows] for key in rows[0]}
-
-
 # PostgreSQL settles a batch in two statements whatever its size: one array per column.
-_RECORD_ATTEMPTS = text(
-    """INSERT INTO delivery_attempts
-        (delivery_seq, number, started_at, duration_ms, status_code, error, response_excerpt)
-    SELECT * FROM unnest(
-        CAST(:delivery_seq AS bigint[]), CAST(:number AS integer[]),
-        CAST(:started_at AS timestamptz[]), CAST(:duration_ms AS integer[]),
-        CAST(:status_code AS integer[]), CAST(:error AS text[]),
-        CAST(:response_excerpt AS text[])
-    )
-    """
-)
 _SETTLE = text(
     """UPDATE deliveries AS d
     SET status = v.status, next_attempt_at = v.next_at, locked_until = NULL,
@@ -291,7 +279,7 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
     connection = session.connection()
     attempts = [_attempt_row(s) for s in settlements]
     if connection.dialect.name == "postgresql":
-        connection.execute(_RECORD_ATTEMPTS, _columns(attempts))
+        bulk.insert_rows(connection, DeliveryAttempt, attempts)
         # One row per delivery: an update joined to two would apply either. A success wins
         # (it is never overwritten), otherwise the latest attempt, as applying them in turn
         # would.
@@ -301,7 +289,7 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
             if kept is None or s.status == SUCCEEDED or kept.status != SUCCEEDED:
                 latest[s.claimed.seq] = s
         statuses = [_status_row(s) for s in latest.values()]
-        connection.execute(_SETTLE, {**_columns(statuses), "now": now})
+        connection.execute(_SETTLE, {**bulk.columns(statuses), "now": now})
         return
     connection.execute(insert(DeliveryAttempt), attempts)
     statement = (
