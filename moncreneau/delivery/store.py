@@ -15,6 +15,7 @@ from moncreneau.db import UTCDateTime
 from moncreneau.ids import new_id
 from moncreneau.models import Delivery, DeliveryAttempt, EventRecord, WebhookSubscription
 from moncreneau.webhooks import payloads
+from moncreneau.webhooks.service import Subscriber
 
 PENDING, SUCCEEDED, FAILED, DEAD = "pending", "succeeded", "failed", "dead"
 OPEN = (PENDING, FAILED)
@@ -24,7 +25,7 @@ QUEUE_LEASE = timedelta(seconds=30)
 
 def new_delivery_row(
     event: EventRecord,
-    subscription: WebhookSubscription,
+    subscription: Subscriber,
     now: datetime,
     budget: int,
     body: str | None = None,

@@ -53,7 +53,16 @@ def _check_version(version: str) -> str:
     return version
 
 
-def wants(subscription: WebhookSubscription, event_type: str) -> bool:
+class Subscriber(Protocol):
+    """What fan-out needs of a webhook: a subscription, or a row of its columns."""
+
+    id: int
+    events: list[str]
+    version: str
+    payload: str
+
+
+def wants(subscription: Subscriber, event_type: str) -> bool:
     if event_type == TEST_EVENT:
         return False
     return "*" in subscription.events or event_type in subscription.events
