@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,7 +37,8 @@ MIN_ENDPOINT_LIMIT = 2
 # Rounds of requests that may wait behind an endpoint that has not timed out lately.
 HEALTHY_ROUNDS = 4
 # A delivery handed back because its endpoint is at capacity is tried again after this; one
-# whose endpoint is timing out, after a whole timeout, when its requests free a slot at best.
+# whose endpoint is timing out, or has not answered for this long, after a whole timeout,
+# when its requests free a slot at best.
 RELEASE_DELAY = timedelta(seconds=1)
 # Settlements are written together: at most this many, at most this often.
 FLUSH_SIZE = 500
@@ -51,6 +52,13 @@ class _Endpoint:
     limit: int
     in_flight: int = 0
     backlog: deque[Claimed] = field(default_factory=deque)
+    # when a request to it last finished (monotonic seconds)
+    answered_at: float = field(default_factory=time.monotonic)
+
+    def stalled(self, ceiling: int) -> bool:
+        """Timing out lately, or holding its slots without a single answer for a while."""
+        quiet = time.monotonic() - self.answered_at
+        return self.limit < ceiling or quiet > RELEASE_DELAY.total_seconds()
 
     def learn(self, response: sender.Response, ceiling: int) -> None:
         # An endpoint that times out or refuses connections holds its slots for nothing:
@@ -212,20 +220,24 @@ class Recorder:
                 .values(failing_since=now)
             )
             limit = now - timedelta(hours=self._settings.disable_after_hours)
-            candidates = db.scalars(
+            # Only those to disable: a batch with a failure is the rule while one fails.
+            to_disable = db.scalars(
                 select(WebhookSubscription).where(
-                    WebhookSubscription.id.in_(failed), WebhookSubscription.enabled.is_(True)
+                    WebhookSubscription.id.in_(failed),
+                    WebhookSubscription.enabled.is_(True),
+                    or_(
+                        WebhookSubscription.id.in_(gone),
+                        WebhookSubscription.failing_since <= limit,
+                    ),
                 )
             )
-            for subscription in candidates:
+            for subscription in to_disable:
                 if subscription.id in gone:
                     reason = "The endpoint answered 410 Gone."
-                elif subscription.failing_since and subscription.failing_since <= limit:
+                else:
                     reason = (
                         f"Every delivery failed for {self._settings.disable_after_hours:g} hours."
                     )
-                else:
-                    continue
                 log.warning("disabling webhook %s: %s", subscription.id, reason)
                 record_disabled(db, subscription, reason, now)
 
@@ -285,7 +297,7 @@ class Dispatcher:
                     rounds = HEALTHY_ROUNDS if endpoint.limit >= self._ceiling else 1
                     if len(endpoint.backlog) < endpoint.limit * rounds:
                         endpoint.backlog.append(item)
-                    elif endpoint.limit < self._ceiling:
+                    elif endpoint.stalled(self._ceiling):
                         stalled.append(item)
                     else:
                         overflow.append(item)
@@ -329,6 +341,7 @@ class Dispatcher:
                     endpoint = self._endpoints[key]
                     if response is not None:
                         endpoint.learn(response, self._ceiling)
+                        endpoint.answered_at = time.monotonic()
                     self._limits[key] = endpoint.limit
                     if endpoint.backlog and endpoint.in_flight <= endpoint.limit:
                         item = endpoint.backlog.popleft()

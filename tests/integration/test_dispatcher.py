@@ -1,0 +1,89 @@
+"""What a worker hands back when an endpoint is at its cap, and for how long."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from moncreneau import clock
+from moncreneau.db import make_engine, make_session_factory
+from moncreneau.delivery.dispatcher import HEALTHY_ROUNDS, RELEASE_DELAY, Dispatcher
+from moncreneau.delivery.store import Claimed
+from tests.conftest import make_settings
+from tests.receiver import Receiver, hang, start_receiver
+
+CAP = 2
+TIMEOUT = 3.0
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = start_receiver()
+    yield rec
+    rec.server.shutdown()
+
+
+def _claimed(n: int, url: str, lease: float) -> Claimed:
+    return Claimed(
+        seq=n,
+        id=f"msg_{n}",
+        subscription_id=1,
+        event_id=f"evt_{n}",
+        event_type="appointment.created",
+        payload_version="2.0",
+        body=b"{}",
+        attempt=1,
+        attempt_budget=3,
+        locked_until=clock.now() + timedelta(seconds=lease),
+        url=url,
+        secrets=("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",),
+    )
+
+
+def test_an_endpoint_holding_its_slots_without_answering_gets_its_overflow_back_after_a_timeout(
+    receiver: Receiver, sqlite_template: Path, tmp_path: Path
+) -> None:
+    shutil.copy(sqlite_template, tmp_path / "db.sqlite")
+    settings = make_settings(
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        endpoint_concurrency=CAP,
+        delivery_timeout=TIMEOUT,
+    )
+    engine = make_engine(settings.database_url)
+    released: list[tuple[list[str], timedelta]] = []
+    lock = threading.Lock()
+
+    def on_release(items: list[Claimed], delay: timedelta) -> None:
+        with lock:
+            released.append(([i.id for i in items], delay))
+
+    dispatcher = Dispatcher(make_session_factory(engine), settings, on_release)
+    url = receiver.on("hang", hang(TIMEOUT + 1))
+    # A lease long enough to send the first round, too short for what waits behind it:
+    # that is given back when its turn comes instead of being sent (the test ends sooner).
+    lease = TIMEOUT + 3
+    held = CAP + CAP * HEALTHY_ROUNDS
+    try:
+        dispatcher.submit([_claimed(n, url, lease) for n in range(held + 1)])
+        receiver.wait_for(lambda r: len(r) >= CAP)
+        # Just started and not answering yet: its overflow comes back as soon as any.
+        assert released == [([f"msg_{held}"], RELEASE_DELAY)]
+
+        time.sleep(RELEASE_DELAY.total_seconds() + 0.2)
+        dispatcher.submit([_claimed(held + 1, url, lease)])
+        # Silent since: what does not fit comes back after a whole timeout.
+        assert released[-1] == ([f"msg_{held + 1}"], timedelta(seconds=TIMEOUT))
+        assert len(receiver.received) == CAP
+    finally:
+        assert dispatcher.drain(TIMEOUT + 5)
+        engine.dispose()
+    # What waited behind the endpoint was given back unsent when its lease ran short.
+    given_back = {i for ids, _ in released for i in ids}
+    assert given_back == {f"msg_{n}" for n in range(CAP, held + 2)}
+    assert len(receiver.received) == CAP
