@@ -40,6 +40,11 @@ HEALTHY_ROUNDS = 4
 # whose endpoint is timing out, or has not answered for this long, after a whole timeout,
 # when its requests free a slot at best.
 RELEASE_DELAY = timedelta(seconds=1)
+# An endpoint whose last answers in this process all failed, this many in a row, is paused:
+# what is handed to the worker for it meanwhile goes back to the database unsent (no
+# attempt counted) for this long, instead of failing one more time each.
+PAUSE_AFTER_FAILURES = 20
+PAUSE = timedelta(seconds=5)
 # Settlements are written together: at most this many, at most this often.
 FLUSH_SIZE = 500
 FLUSH_SECONDS = 0.02
@@ -257,6 +262,9 @@ class Dispatcher:
         self._endpoints: dict[int, _Endpoint] = {}
         # limits learnt from past requests outlive the endpoint's idle moments
         self._limits: dict[int, int] = {}
+        # failed answers in a row, and until when (monotonic) a failing endpoint is paused
+        self._failures: dict[int, int] = {}
+        self._paused_until: dict[int, float] = {}
         self._lock = threading.Lock()
         # Many webhooks may share a host (a platform's tenants): keep a connection for each
         # request that can be in flight to it, not just one webhook's share.
@@ -281,9 +289,13 @@ class Dispatcher:
         """Start or line up each delivery; blocks only while the process is at capacity."""
         overflow: list[Claimed] = []
         stalled: list[Claimed] = []
+        paused: list[Claimed] = []
         starting: list[Claimed] = []
         for item in items:
             with self._lock:
+                if self._paused(item.subscription_id):
+                    paused.append(item)
+                    continue
                 endpoint = self._endpoints.get(item.subscription_id)
                 if endpoint is None:
                     limit = self._limits.get(item.subscription_id, self._ceiling)
@@ -314,6 +326,32 @@ class Dispatcher:
             self._on_release(overflow, RELEASE_DELAY)
         if stalled:
             self._on_release(stalled, self._stalled_delay)
+        if paused:
+            self._on_release(paused, PAUSE)
+
+    def _paused(self, key: int) -> bool:
+        until = self._paused_until.get(key)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._paused_until[key]
+        return False
+
+    def _count(self, key: int, response: sender.Response) -> None:
+        if response.ok:
+            self._failures.pop(key, None)
+            return
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        if failures >= PAUSE_AFTER_FAILURES and not self._paused(key):
+            log.warning(
+                "webhook %s failed %d times in a row: its deliveries wait %gs",
+                key,
+                failures,
+                PAUSE.total_seconds(),
+                extra={"webhook_id": key},
+            )
+            self._paused_until[key] = time.monotonic() + PAUSE.total_seconds()
 
     def _start_soon(self, items: list[Claimed]) -> None:
         if items:
@@ -342,6 +380,7 @@ class Dispatcher:
                     if response is not None:
                         endpoint.learn(response, self._ceiling)
                         endpoint.answered_at = time.monotonic()
+                        self._count(key, response)
                     self._limits[key] = endpoint.limit
                     if endpoint.backlog and endpoint.in_flight <= endpoint.limit:
                         item = endpoint.backlog.popleft()

@@ -13,10 +13,16 @@ import pytest
 
 from moncreneau import clock
 from moncreneau.db import make_engine, make_session_factory
-from moncreneau.delivery.dispatcher import HEALTHY_ROUNDS, RELEASE_DELAY, Dispatcher
+from moncreneau.delivery.dispatcher import (
+    HEALTHY_ROUNDS,
+    PAUSE,
+    PAUSE_AFTER_FAILURES,
+    RELEASE_DELAY,
+    Dispatcher,
+)
 from moncreneau.delivery.store import Claimed
 from tests.conftest import make_settings
-from tests.receiver import Receiver, hang, start_receiver
+from tests.receiver import Receiver, answer, hang, sequence, start_receiver
 
 CAP = 2
 TIMEOUT = 3.0
@@ -46,9 +52,21 @@ def _claimed(n: int, url: str, lease: float) -> Claimed:
     )
 
 
-def test_an_endpoint_holding_its_slots_without_answering_gets_its_overflow_back_after_a_timeout(
-    receiver: Receiver, sqlite_template: Path, tmp_path: Path
-) -> None:
+class Released(list[tuple[list[str], timedelta]]):
+    """What a dispatcher handed back: ids and delay, call by call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def __call__(self, items: list[Claimed], delay: timedelta) -> None:
+        with self._lock:
+            self.append(([i.id for i in items], delay))
+
+
+@pytest.fixture
+def dispatching(sqlite_template: Path, tmp_path: Path) -> Iterator[tuple[Dispatcher, Released]]:
+    """A dispatcher with a cap of CAP per endpoint, recording what it hands back."""
     shutil.copy(sqlite_template, tmp_path / "db.sqlite")
     settings = make_settings(
         f"sqlite:///{tmp_path / 'db.sqlite'}",
@@ -56,34 +74,59 @@ def test_an_endpoint_holding_its_slots_without_answering_gets_its_overflow_back_
         delivery_timeout=TIMEOUT,
     )
     engine = make_engine(settings.database_url)
-    released: list[tuple[list[str], timedelta]] = []
-    lock = threading.Lock()
+    released = Released()
+    dispatcher = Dispatcher(make_session_factory(engine), settings, released)
+    try:
+        yield dispatcher, released
+    finally:
+        assert dispatcher.drain(TIMEOUT + 5)
+        engine.dispose()
 
-    def on_release(items: list[Claimed], delay: timedelta) -> None:
-        with lock:
-            released.append(([i.id for i in items], delay))
 
-    dispatcher = Dispatcher(make_session_factory(engine), settings, on_release)
+def test_an_endpoint_holding_its_slots_without_answering_gets_its_overflow_back_after_a_timeout(
+    receiver: Receiver, dispatching: tuple[Dispatcher, Released]
+) -> None:
+    dispatcher, released = dispatching
     url = receiver.on("hang", hang(TIMEOUT + 1))
     # A lease long enough to send the first round, too short for what waits behind it:
     # that is given back when its turn comes instead of being sent (the test ends sooner).
     lease = TIMEOUT + 3
     held = CAP + CAP * HEALTHY_ROUNDS
-    try:
-        dispatcher.submit([_claimed(n, url, lease) for n in range(held + 1)])
-        receiver.wait_for(lambda r: len(r) >= CAP)
-        # Just started and not answering yet: its overflow comes back as soon as any.
-        assert released == [([f"msg_{held}"], RELEASE_DELAY)]
+    dispatcher.submit([_claimed(n, url, lease) for n in range(held + 1)])
+    receiver.wait_for(lambda r: len(r) >= CAP)
+    # Just started and not answering yet: its overflow comes back as soon as any.
+    assert released == [([f"msg_{held}"], RELEASE_DELAY)]
 
-        time.sleep(RELEASE_DELAY.total_seconds() + 0.2)
-        dispatcher.submit([_claimed(held + 1, url, lease)])
-        # Silent since: what does not fit comes back after a whole timeout.
-        assert released[-1] == ([f"msg_{held + 1}"], timedelta(seconds=TIMEOUT))
-        assert len(receiver.received) == CAP
-    finally:
-        assert dispatcher.drain(TIMEOUT + 5)
-        engine.dispose()
+    time.sleep(RELEASE_DELAY.total_seconds() + 0.2)
+    dispatcher.submit([_claimed(held + 1, url, lease)])
+    # Silent since: what does not fit comes back after a whole timeout.
+    assert released[-1] == ([f"msg_{held + 1}"], timedelta(seconds=TIMEOUT))
+    assert len(receiver.received) == CAP
+    assert dispatcher.drain(TIMEOUT + 5)
     # What waited behind the endpoint was given back unsent when its lease ran short.
     given_back = {i for ids, _ in released for i in ids}
     assert given_back == {f"msg_{n}" for n in range(CAP, held + 2)}
     assert len(receiver.received) == CAP
+
+
+def test_an_endpoint_failing_many_times_in_a_row_is_paused_and_a_success_ends_its_streak(
+    receiver: Receiver, dispatching: tuple[Dispatcher, Released]
+) -> None:
+    dispatcher, released = dispatching
+    streak = PAUSE_AFTER_FAILURES - 1
+    # One short of a pause, then a success, then failures until one pauses it.
+    url = receiver.on("flaky", sequence(*[answer(500)] * streak, answer(200), answer(500)))
+    lease = 60.0
+    for n in range(streak + 1 + PAUSE_AFTER_FAILURES):
+        dispatcher.submit([_claimed(n, url, lease)])
+        assert dispatcher.drain(TIMEOUT)
+    assert released == []
+    sent = len(receiver.received)
+    assert sent == streak + 1 + PAUSE_AFTER_FAILURES
+
+    later = [_claimed(n, url, lease) for n in range(sent, sent + 5)]
+    dispatcher.submit(later)
+    # Handed back unsent, due again once the pause is over.
+    assert released == [([c.id for c in later], PAUSE)]
+    assert dispatcher.drain(TIMEOUT)
+    assert len(receiver.received) == sent
