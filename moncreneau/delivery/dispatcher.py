@@ -45,6 +45,8 @@ RELEASE_DELAY = timedelta(seconds=1)
 # attempt counted) for this long, instead of failing one more time each.
 PAUSE_AFTER_FAILURES = 20
 PAUSE = timedelta(seconds=5)
+# Where `Dispatcher._line_up` puts a delivery, when it does not hand it back.
+_START, _QUEUED = "start", "queued"
 # Settlements are written together: at most this many, at most this often.
 FLUSH_SIZE = 500
 FLUSH_SECONDS = 0.02
@@ -57,8 +59,9 @@ class _Endpoint:
     limit: int
     in_flight: int = 0
     backlog: deque[Claimed] = field(default_factory=deque)
-    # when a request to it last finished (monotonic seconds)
+    # when a request to it last finished (monotonic seconds), and how many did
     answered_at: float = field(default_factory=time.monotonic)
+    answers: int = 0
 
     def stalled(self, ceiling: int) -> bool:
         """Timing out lately, or holding its slots without a single answer for a while."""
@@ -266,6 +269,8 @@ class Dispatcher:
         self._failures: dict[int, int] = {}
         self._paused_until: dict[int, float] = {}
         self._lock = threading.Lock()
+        # notified whenever a place in flight or in an endpoint's line frees up
+        self._room = threading.Condition(self._lock)
         # Many webhooks may share a host (a platform's tenants): keep a connection for each
         # request that can be in flight to it, not just one webhook's share.
         self._client = sender.Client(
@@ -286,35 +291,20 @@ class Dispatcher:
             return sum(e.in_flight for e in self._endpoints.values())
 
     def submit(self, items: list[Claimed]) -> None:
-        """Start or line up each delivery; blocks only while the process is at capacity."""
-        overflow: list[Claimed] = []
-        stalled: list[Claimed] = []
-        paused: list[Claimed] = []
+        """Start or line up each delivery; blocks only while the process is at capacity,
+        or for a moment while the line of an endpoint that answers is full."""
+        handed_back: dict[timedelta, list[Claimed]] = {}
         starting: list[Claimed] = []
+        # Back in the database, an item would wait for the sweeper: a second at least.
+        deadline = time.monotonic() + RELEASE_DELAY.total_seconds()
         for item in items:
-            with self._lock:
-                if self._paused(item.subscription_id):
-                    paused.append(item)
-                    continue
-                endpoint = self._endpoints.get(item.subscription_id)
-                if endpoint is None:
-                    limit = self._limits.get(item.subscription_id, self._ceiling)
-                    endpoint = self._endpoints[item.subscription_id] = _Endpoint(limit)
-                if endpoint.in_flight >= endpoint.limit:
-                    # A struggling endpoint keeps one round waiting at most, so a queued
-                    # delivery never outlives its lease (two timeouts); a healthy one, a few
-                    # rounds, or a busy worker would send half of each job back to the
-                    # database (one that waits too long is still given back unsent, below).
-                    # The rest goes back to the database for later.
-                    rounds = HEALTHY_ROUNDS if endpoint.limit >= self._ceiling else 1
-                    if len(endpoint.backlog) < endpoint.limit * rounds:
-                        endpoint.backlog.append(item)
-                    elif endpoint.stalled(self._ceiling):
-                        stalled.append(item)
-                    else:
-                        overflow.append(item)
-                    continue
-                endpoint.in_flight += 1
+            with self._room:
+                place = self._line_up(item, deadline, starting)
+            if place is _QUEUED:
+                continue
+            if isinstance(place, timedelta):
+                handed_back.setdefault(place, []).append(item)
+                continue
             if not self._slots.acquire(blocking=False):
                 # At capacity: what is ready starts now, then this job waits for a slot.
                 self._start_soon(starting)
@@ -322,12 +312,41 @@ class Dispatcher:
                 self._slots.acquire()
             starting.append(item)
         self._start_soon(starting)
-        if overflow:
-            self._on_release(overflow, RELEASE_DELAY)
-        if stalled:
-            self._on_release(stalled, self._stalled_delay)
-        if paused:
-            self._on_release(paused, PAUSE)
+        for delay, given_back in handed_back.items():
+            self._on_release(given_back, delay)
+
+    def _line_up(self, item: Claimed, deadline: float, starting: list[Claimed]) -> str | timedelta:
+        """_START (a place in flight is taken), _QUEUED, or how long to hand it back for."""
+        key = item.subscription_id
+        while True:
+            if self._paused(key):
+                return PAUSE
+            endpoint = self._endpoints.get(key)
+            if endpoint is None:
+                limit = self._limits.get(key, self._ceiling)
+                endpoint = self._endpoints[key] = _Endpoint(limit)
+            if endpoint.in_flight < endpoint.limit:
+                endpoint.in_flight += 1
+                return _START
+            # A struggling endpoint keeps one round waiting at most, so a queued delivery
+            # never outlives its lease (two timeouts); a healthy one, a few rounds (one
+            # that waits too long is still given back unsent).
+            rounds = HEALTHY_ROUNDS if endpoint.limit >= self._ceiling else 1
+            if len(endpoint.backlog) < endpoint.limit * rounds:
+                endpoint.backlog.append(item)
+                return _QUEUED
+            if endpoint.stalled(self._ceiling):
+                return self._stalled_delay
+            # An endpoint that answers frees a place in its line soon: wait for it rather
+            # than send the rest of the job back to the database.
+            quiet_from = endpoint.answered_at + RELEASE_DELAY.total_seconds()
+            remaining = min(deadline, quiet_from) - time.monotonic()
+            if not endpoint.answers or remaining <= 0:
+                return RELEASE_DELAY
+            # What this job started already must run, or nothing makes room.
+            self._start_soon(list(starting))
+            starting.clear()
+            self._room.wait(remaining)
 
     def _paused(self, key: int) -> bool:
         until = self._paused_until.get(key)
@@ -380,6 +399,7 @@ class Dispatcher:
                     if response is not None:
                         endpoint.learn(response, self._ceiling)
                         endpoint.answered_at = time.monotonic()
+                        endpoint.answers += 1
                         self._count(key, response)
                     self._limits[key] = endpoint.limit
                     if endpoint.backlog and endpoint.in_flight <= endpoint.limit:
@@ -389,6 +409,7 @@ class Dispatcher:
                         if not endpoint.in_flight:
                             del self._endpoints[key]
                         item = None
+                    self._room.notify_all()
         finally:
             self._slots.release()
 

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from moncreneau.delivery.dispatcher import (
 )
 from moncreneau.delivery.store import Claimed
 from tests.conftest import make_settings
-from tests.receiver import Receiver, answer, hang, sequence, start_receiver
+from tests.receiver import Received, Receiver, answer, hang, sequence, start_receiver
 
 CAP = 2
 TIMEOUT = 3.0
@@ -130,3 +131,25 @@ def test_an_endpoint_failing_many_times_in_a_row_is_paused_and_a_success_ends_it
     assert released == [([c.id for c in later], PAUSE)]
     assert dispatcher.drain(TIMEOUT)
     assert len(receiver.received) == sent
+
+
+def _slowly(request: Received, handler: BaseHTTPRequestHandler) -> None:
+    time.sleep(0.1)
+    answer(200)(request, handler)
+
+
+def test_a_full_line_behind_an_endpoint_that_answers_waits_for_room_instead_of_going_back(
+    receiver: Receiver, dispatching: tuple[Dispatcher, Released]
+) -> None:
+    dispatcher, released = dispatching
+    url = receiver.on("steady", _slowly)
+    held = CAP + CAP * HEALTHY_ROUNDS
+    dispatcher.submit([_claimed(n, url, 60.0) for n in range(held)])
+    # Once it has answered, what does not fit in flight or in line waits for a place.
+    receiver.wait_for(lambda r: len(r) > CAP)
+    dispatcher.submit([_claimed(n, url, 60.0) for n in range(held, 2 * held)])
+    assert released == []
+    assert dispatcher.drain(TIMEOUT)
+    assert sorted(r.headers["X-Moncreneau-Delivery"] for r in receiver.received) == sorted(
+        f"msg_{n}" for n in range(2 * held)
+    )
