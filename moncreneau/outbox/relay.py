@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from moncreneau import clock, metrics
 from moncreneau.clock import utcnow
 from moncreneau.config import Settings
-from moncreneau.db import write_session
+from moncreneau.db import WRITE, write_session
 from moncreneau.delivery import store as deliveries
 from moncreneau.delivery.queueing import DeliveryQueue
 from moncreneau.models import (
@@ -62,7 +63,13 @@ _SUBSCRIBERS = select(
 
 
 def _locked_state(db: Session) -> RelayState:
-    query = select(RelayState).where(RelayState.name == RELAY).with_for_update()
+    query = (
+        select(RelayState)
+        .where(RelayState.name == RELAY)
+        .with_for_update()
+        # read again when locked again in the same session, after a commit
+        .execution_options(populate_existing=True)
+    )
     state = db.scalar(query)
     if state is None:
         try:
@@ -75,8 +82,17 @@ def _locked_state(db: Session) -> RelayState:
     return state
 
 
-def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[bool, list[str]]:
-    """One batch of events: returns (whether more may be waiting, ids of deliveries created)."""
+def relay_once(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    enqueue: Callable[[list[str]], None] | None = None,
+) -> tuple[bool, list[str]]:
+    """One batch of events: returns (whether more may be waiting, ids of deliveries created).
+
+    With `enqueue`, a large fan-out is committed and handed to it in growing chunks, the
+    first one job's worth, so that workers start on it while the rest is written; the ids
+    returned are then only those of the last chunk. The position moves once all are in.
+    """
     with write_session(sessions) as db:
         state = _locked_state(db)
         events = store.read_after(db, state.position, settings.relay_batch)
@@ -91,10 +107,12 @@ def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[boo
         now = clock.now()
         budget = settings.attempt_budget
         rows: list[dict[str, Any]] = []
+        built = created = 0
+        chunk = settings.job_batch
         last = events[-1]
         more = len(events) == settings.relay_batch
         for event in events:
-            if len(rows) >= MAX_DELIVERIES_PER_BATCH:
+            if built >= MAX_DELIVERIES_PER_BATCH:
                 # A huge fan-out finishes in the next transaction, from this event on.
                 more = True
                 break
@@ -111,17 +129,33 @@ def relay_once(sessions: sessionmaker[Session], settings: Settings) -> tuple[boo
                 rows.append(
                     deliveries.new_delivery_row(event, subscription, now, budget, bodies[form])
                 )
+                built += 1
+                if enqueue is None or len(rows) < chunk:
+                    continue
+                # Committed without moving the position: after a crash, or if another
+                # relay takes over from here, the same rows are inserted again and ignored.
+                ids = deliveries.insert_ignoring_duplicates(db, rows)
+                db.commit()
+                created += len(ids)
+                enqueue(ids)
+                rows, chunk = [], 2 * chunk
+                db.connection(execution_options=WRITE)
+                state = _locked_state(db)
+                if state.position >= event.position:
+                    db.rollback()  # another relay finished these events meanwhile
+                    return True, []
         ids = deliveries.insert_ignoring_duplicates(db, rows)
+        created += len(ids)
         state.position = last.position
         state.updated_at = now
         db.commit()
     relayed = events.index(last) + 1
     metrics.RELAYED_EVENTS.labels("events").inc(relayed)
-    metrics.RELAYED_EVENTS.labels("deliveries").inc(len(ids))
+    metrics.RELAYED_EVENTS.labels("deliveries").inc(created)
     log.debug(
         "relayed events up to position %d: %d deliveries",
         last.position,
-        len(ids),
+        created,
         extra={"count": relayed},
     )
     return more, ids
@@ -214,7 +248,7 @@ def _loop(
         more = False
         failed = False
         try:
-            more, ids = relay_once(sessions, settings)
+            more, ids = relay_once(sessions, settings, queue.enqueue)
             queue.enqueue(ids)
         except Exception:
             log.exception("relaying events failed")

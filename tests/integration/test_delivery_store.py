@@ -208,6 +208,54 @@ def test_a_fan_out_larger_than_one_batch_is_finished_by_the_next_ones_exactly_on
     assert rounds >= 3
 
 
+def _positions_and_pairs(engine: Engine) -> tuple[int, list[int], set[str]]:
+    with engine.connect() as conn:
+        position = conn.execute(text("SELECT position FROM relay_state")).scalar_one()
+        per_pair = (
+            conn.execute(text("SELECT count(*) FROM deliveries GROUP BY event_id, subscription_id"))
+            .scalars()
+            .all()
+        )
+        ids = set(conn.execute(text("SELECT id FROM deliveries")).scalars())
+    return position, per_pair, ids
+
+
+def test_a_large_fan_out_is_handed_over_in_growing_committed_chunks_and_survives_a_failure(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings, engine: Engine
+) -> None:
+    for _ in range(8):
+        api.post("/webhooks", HOOK)
+    _book(api, department, 2)  # 16 deliveries
+    settings = settings.replace(job_batch=2)
+    handed: list[list[str]] = []
+
+    def failing_on_the_third(ids: list[str]) -> None:
+        handed.append(ids)
+        if len(handed) == 3:
+            raise ConnectionError("queue unavailable")
+
+    with pytest.raises(ConnectionError):
+        relay.relay_once(_sessions(app), settings, failing_on_the_third)
+    # Chunks of 2, 4 and 8 were committed; the position did not move.
+    assert [len(ids) for ids in handed] == [2, 4, 8]
+    position, per_pair, stored = _positions_and_pairs(engine)
+    assert position == 0
+    assert set(per_pair) == {1}
+    assert stored == {i for ids in handed for i in ids}
+
+    # The next run inserts only what is missing, and hands over only that.
+    again: list[list[str]] = []
+    more, rest = relay.relay_once(_sessions(app), settings, again.append)
+    assert not more
+    position, per_pair, stored = _positions_and_pairs(engine)
+    assert position > 0
+    assert len(per_pair) == 16
+    assert set(per_pair) == {1}
+    new = [i for ids in again for i in ids] + rest
+    assert len(new) == 2
+    assert set(new) == stored - {i for ids in handed for i in ids}
+
+
 def test_the_sweep_forgets_idempotency_keys_past_their_retention(
     app: Flask, api: Api, engine: Engine
 ) -> None:
