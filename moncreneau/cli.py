@@ -175,6 +175,7 @@ def worker_command(burst: bool, metrics_port: int | None, metrics_host: str) -> 
     _serve_metrics(metrics_host, metrics_port)
     rt = runtime()
     context = jobs.install(rt.settings, rt.sessions)
+    jobs.warm(context)
     queue = rq_queue(url, rt.settings.queue_name)
     # SimpleWorker runs jobs in this process, so the dispatcher's requests in flight and
     # pooled connections outlive each job instead of dying with a forked child.
