@@ -59,9 +59,8 @@ class _Endpoint:
     limit: int
     in_flight: int = 0
     backlog: deque[Claimed] = field(default_factory=deque)
-    # when a request to it last finished (monotonic seconds), and how many did
+    # when a request to it last finished, or it was first handed a delivery (monotonic)
     answered_at: float = field(default_factory=time.monotonic)
-    answers: int = 0
 
     def stalled(self, ceiling: int) -> bool:
         """Timing out lately, or holding its slots without a single answer for a while."""
@@ -338,10 +337,11 @@ class Dispatcher:
             if endpoint.stalled(self._ceiling):
                 return self._stalled_delay
             # An endpoint that answers frees a place in its line soon: wait for it rather
-            # than send the rest of the job back to the database.
+            # than send the rest of the job back to the database; one that stays quiet
+            # that long is stalled, and what does not fit behind it goes back.
             quiet_from = endpoint.answered_at + RELEASE_DELAY.total_seconds()
             remaining = min(deadline, quiet_from) - time.monotonic()
-            if not endpoint.answers or remaining <= 0:
+            if remaining <= 0:
                 return RELEASE_DELAY
             # What this job started already must run, or nothing makes room.
             self._start_soon(list(starting))
@@ -399,7 +399,6 @@ class Dispatcher:
                     if response is not None:
                         endpoint.learn(response, self._ceiling)
                         endpoint.answered_at = time.monotonic()
-                        endpoint.answers += 1
                         self._count(key, response)
                     self._limits[key] = endpoint.limit
                     if endpoint.backlog and endpoint.in_flight <= endpoint.limit:
