@@ -3,7 +3,8 @@
 The database is the source of truth. A delivery exists as a row before its id is queued,
 and the sweeper queues again whatever is due and held by nobody, so a lost queue message
 or a dead worker only delays a delivery. Relays may run side by side: the position's row
-lock admits one at a time, and (event, subscription) is unique among deliveries.
+lock admits one at a time (between the chunks of a large fan-out another may take over),
+and (event, subscription) is unique among deliveries, so no delivery is created twice.
 """
 
 from __future__ import annotations
