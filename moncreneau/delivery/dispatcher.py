@@ -62,10 +62,14 @@ class _Endpoint:
     # when a request to it last finished, or it was first handed a delivery (monotonic)
     answered_at: float = field(default_factory=time.monotonic)
 
+    @property
+    def silent_from(self) -> float:
+        """When (monotonic) it counts as silent if no answer comes before."""
+        return self.answered_at + RELEASE_DELAY.total_seconds()
+
     def stalled(self, ceiling: int) -> bool:
         """Timing out lately, or holding its slots without a single answer for a while."""
-        quiet = time.monotonic() - self.answered_at
-        return self.limit < ceiling or quiet > RELEASE_DELAY.total_seconds()
+        return self.limit < ceiling or time.monotonic() > self.silent_from
 
     def learn(self, response: sender.Response, ceiling: int) -> None:
         # An endpoint that times out or refuses connections holds its slots for nothing:
@@ -307,7 +311,6 @@ class Dispatcher:
             if not self._slots.acquire(blocking=False):
                 # At capacity: what is ready starts now, then this job waits for a slot.
                 self._start_soon(starting)
-                starting = []
                 self._slots.acquire()
             starting.append(item)
         self._start_soon(starting)
@@ -339,13 +342,11 @@ class Dispatcher:
             # An endpoint that answers frees a place in its line soon: wait for it rather
             # than send the rest of the job back to the database; one that stays quiet
             # that long is stalled, and what does not fit behind it goes back.
-            quiet_from = endpoint.answered_at + RELEASE_DELAY.total_seconds()
-            remaining = min(deadline, quiet_from) - time.monotonic()
+            remaining = min(deadline, endpoint.silent_from) - time.monotonic()
             if remaining <= 0:
                 return RELEASE_DELAY
             # What this job started already must run, or nothing makes room.
-            self._start_soon(list(starting))
-            starting.clear()
+            self._start_soon(starting)
             self._room.wait(remaining)
 
     def _paused(self, key: int) -> bool:
@@ -373,8 +374,10 @@ class Dispatcher:
             self._paused_until[key] = time.monotonic() + PAUSE.total_seconds()
 
     def _start_soon(self, items: list[Claimed]) -> None:
+        """Hand what a job has lined up to the event loop, and empty its list."""
         if items:
-            self._loop.call_soon_threadsafe(self._start, items)
+            self._loop.call_soon_threadsafe(self._start, list(items))
+            items.clear()
 
     def _start(self, items: list[Claimed]) -> None:
         for item in items:
