@@ -144,6 +144,7 @@ def relay_once(
                 state = _locked_state(db)
                 if state.position >= event.position:
                     db.rollback()  # another relay finished these events meanwhile
+                    metrics.RELAYED_EVENTS.labels("deliveries").inc(created)
                     return True, []
         ids = deliveries.insert_ignoring_duplicates(db, rows)
         created += len(ids)
