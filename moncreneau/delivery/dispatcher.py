@@ -25,7 +25,16 @@ from moncreneau import clock, metrics
 from moncreneau.config import Settings
 from moncreneau.db import write_session
 from moncreneau.delivery import schedule, sender
-from moncreneau.delivery.store import DEAD, FAILED, SUCCEEDED, Claimed, Settlement, settle
+from moncreneau.delivery.store import (
+    DEAD,
+    FAILED,
+    SUCCEEDED,
+    Claimed,
+    HandBack,
+    Settlement,
+    release,
+    settle,
+)
 from moncreneau.models import WebhookSubscription
 from moncreneau.webhooks import signing
 from moncreneau.webhooks.service import record_disabled
@@ -59,13 +68,15 @@ class _Endpoint:
     limit: int
     in_flight: int = 0
     backlog: deque[Claimed] = field(default_factory=deque)
-    # when a request to it last finished, or it was first handed a delivery (monotonic)
-    answered_at: float = field(default_factory=time.monotonic)
+    # when a request to it last finished, None while it has not answered yet (monotonic)
+    answered_at: float | None = None
+    # when it was first handed a delivery
+    since: float = field(default_factory=time.monotonic)
 
     @property
     def silent_from(self) -> float:
         """When (monotonic) it counts as silent if no answer comes before."""
-        return self.answered_at + RELEASE_DELAY.total_seconds()
+        return (self.answered_at or self.since) + RELEASE_DELAY.total_seconds()
 
     def stalled(self, ceiling: int) -> bool:
         """Timing out lately, or holding its slots without a single answer for a while."""
@@ -143,17 +154,25 @@ def _observe(settlement: Settlement) -> None:
 
 
 class Recorder:
-    """Writes settlements in batches from one thread; retries while the database is away."""
+    """Writes settlements and hand-backs in batches from one thread; retries while the
+    database is away."""
 
     def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
         self._sessions = sessions
         self._settings = settings
-        self._queue: queue.Queue[Settlement] = queue.Queue()
+        self._queue: queue.Queue[Settlement | HandBack] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
     def add(self, settlement: Settlement) -> None:
         self._queue.put(settlement)
+
+    def hand_back(self, items: list[Claimed], delay: timedelta) -> None:
+        # Written with the next batch rather than in a transaction of the job's own: until
+        # then the claim holds them, and if this process dies its lease runs out.
+        at = clock.now() + delay
+        for item in items:
+            self._queue.put(HandBack(item, at))
 
     def wait_idle(self, timeout: float) -> bool:
         """Whether everything added so far was written within `timeout` seconds."""
@@ -164,7 +183,7 @@ class Recorder:
 
     def _run(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            batch: list[Settlement | HandBack] = [self._queue.get()]
             deadline = time.monotonic() + FLUSH_SECONDS
             while len(batch) < FLUSH_SIZE:
                 remaining = deadline - time.monotonic()
@@ -180,7 +199,7 @@ class Recorder:
                 for _ in batch:
                     self._queue.task_done()
 
-    def _write(self, batch: list[Settlement]) -> None:
+    def _write(self, batch: list[Settlement | HandBack]) -> None:
         """Write a batch; wait out a database outage, but never let one bad row block all."""
         pause = 0.5
         while True:
@@ -200,10 +219,13 @@ class Recorder:
                     self._write([single])
                 return
 
-    def _commit(self, batch: list[Settlement]) -> None:
+    def _commit(self, batch: list[Settlement | HandBack]) -> None:
+        settlements = [s for s in batch if isinstance(s, Settlement)]
+        handed_back = [h for h in batch if isinstance(h, HandBack)]
         with write_session(self._sessions) as db:
-            settle(db, batch, clock.now())
-            self._update_health(db, batch)
+            settle(db, settlements, clock.now())
+            release(db, handed_back)
+            self._update_health(db, settlements)
             db.commit()
 
     def _update_health(self, db: Session, batch: list[Settlement]) -> None:
@@ -260,10 +282,10 @@ class Dispatcher:
         self,
         sessions: sessionmaker[Session],
         settings: Settings,
-        on_release: Callable[[list[Claimed], timedelta], None],
+        on_release: Callable[[list[Claimed], timedelta], None] | None = None,
     ) -> None:
+        """`on_release`: where claims given back unsent go; by default, the recorder."""
         self._settings = settings
-        self._on_release = on_release
         self._slots = threading.BoundedSemaphore(settings.worker_concurrency)
         self._endpoints: dict[int, _Endpoint] = {}
         # limits learnt from past requests outlive the endpoint's idle moments
@@ -280,6 +302,7 @@ class Dispatcher:
             settings.worker_concurrency, settings.allow_private_urls, settings.allowed_networks
         )
         self.recorder = Recorder(sessions, settings)
+        self._on_release = self.recorder.hand_back if on_release is None else on_release
         self._ceiling = settings.endpoint_concurrency
         # what a request needs left on its lease to finish and be recorded in time
         self._needed = timedelta(seconds=settings.delivery_timeout + 2)
@@ -325,8 +348,11 @@ class Dispatcher:
                 return PAUSE
             endpoint = self._endpoints.get(key)
             if endpoint is None:
+                # One this process has sent to before is presumed to answer.
+                known = key in self._limits
                 limit = self._limits.get(key, self._ceiling)
-                endpoint = self._endpoints[key] = _Endpoint(limit)
+                answered_at = time.monotonic() if known else None
+                endpoint = self._endpoints[key] = _Endpoint(limit, answered_at=answered_at)
             if endpoint.in_flight < endpoint.limit:
                 endpoint.in_flight += 1
                 return _START
@@ -341,9 +367,10 @@ class Dispatcher:
                 return self._stalled_delay
             # An endpoint that answers frees a place in its line soon: wait for it rather
             # than send the rest of the job back to the database; one that stays quiet
-            # that long is stalled, and what does not fit behind it goes back.
+            # that long is stalled, and what does not fit behind it goes back. One that
+            # has not answered yet may never: waiting on it would hold up the whole job.
             remaining = min(deadline, endpoint.silent_from) - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or endpoint.answered_at is None:
                 return RELEASE_DELAY
             # What this job started already must run, or nothing makes room.
             self._start_soon(starting)
@@ -392,7 +419,7 @@ class Dispatcher:
                 if item.locked_until - clock.now() < self._needed:
                     # It waited too long behind its endpoint: another worker may take it
                     # over any moment, so give it back rather than risk two sends.
-                    await self._loop.run_in_executor(None, self._on_release, [item], RELEASE_DELAY)
+                    self._on_release([item], RELEASE_DELAY)
                     response = None
                 else:
                     response = await self._send(item)

@@ -18,7 +18,7 @@ from moncreneau import clock
 from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory, write_session
 from moncreneau.delivery.dispatcher import Dispatcher
-from moncreneau.delivery.store import QUEUE_LEASE, Claimed, claim, release
+from moncreneau.delivery.store import QUEUE_LEASE, Claimed, claim
 from moncreneau.models import WebhookSubscription
 from moncreneau.secretbox import SecretBox, resolve_key
 from moncreneau.webhooks.service import secrets_of
@@ -64,20 +64,12 @@ def install(settings: Settings, sessions: sessionmaker[Session] | None = None) -
     with _context_lock:
         if _context is None:
             sessions = sessions or make_session_factory(make_engine(settings.database_url))
-            holder: list[DeliveryContext] = []
-
-            def on_release(items: list[Claimed], delay: timedelta) -> None:
-                with write_session(holder[0].sessions) as db:
-                    release(db, items, clock.now() + delay)
-                    db.commit()
-
             _context = DeliveryContext(
                 settings=settings,
                 sessions=sessions,
                 box=SecretBox(resolve_key(settings)),
-                dispatcher=Dispatcher(sessions, settings, on_release),
+                dispatcher=Dispatcher(sessions, settings),
             )
-            holder.append(_context)
         return _context
 
 

@@ -189,30 +189,42 @@ def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta)
     ]
 
 
-def release(session: Session, claimed: Iterable[Claimed], at: datetime) -> None:
+@dataclass(frozen=True)
+class HandBack:
+    """A claim given back unsent, to be tried again from `at` (no attempt counted)."""
+
+    claimed: Claimed
+    at: datetime
+
+
+_RELEASE = (
+    update(Delivery)
+    .where(
+        Delivery.seq == bindparam("r_seq"),
+        # spelled out: an IN list is expanded per statement, not per executemany row
+        or_(Delivery.status == PENDING, Delivery.status == FAILED),
+        Delivery.locked_until == bindparam("r_lease", type_=UTCDateTime()),
+    )
+    .values(
+        locked_until=None,
+        queued_until=None,
+        next_attempt_at=bindparam("r_at", type_=UTCDateTime()),
+        attempts=Delivery.attempts - 1,
+    )
+)
+
+
+def release(session: Session, handed_back: Iterable[HandBack]) -> None:
     """Give back claims that were not attempted (an endpoint at its cap): no attempt counted.
 
     Only claims still held: one whose lease ran out may belong to another worker by now.
     """
-    rows = [{"r_seq": item.seq, "r_lease": item.locked_until} for item in claimed]
-    if not rows:
-        return
-    statement = (
-        update(Delivery)
-        .where(
-            Delivery.seq == bindparam("r_seq"),
-            # spelled out: an IN list is expanded per statement, not per executemany row
-            or_(Delivery.status == PENDING, Delivery.status == FAILED),
-            Delivery.locked_until == bindparam("r_lease"),
-        )
-        .values(
-            locked_until=None,
-            queued_until=None,
-            next_attempt_at=at,
-            attempts=Delivery.attempts - 1,
-        )
-    )
-    session.connection().execute(statement, rows)
+    rows = [
+        {"r_seq": h.claimed.seq, "r_lease": h.claimed.locked_until, "r_at": h.at}
+        for h in handed_back
+    ]
+    if rows:
+        session.connection().execute(_RELEASE, rows)
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,7 @@ def test_a_release_gives_back_every_claim_of_a_batch_without_counting_an_attempt
     with write_session(_sessions(app)) as db:
         ids = list(db.scalars(select(Delivery.id)))
         claimed = store.claim(db, ids, now, timedelta(seconds=60))
-        store.release(db, claimed, later)
+        store.release(db, [store.HandBack(c, later) for c in claimed])
         db.commit()
     with write_session(_sessions(app)) as db:
         rows = db.execute(
@@ -169,7 +169,7 @@ def test_a_release_gives_back_only_a_claim_still_held(
 ) -> None:
     stale, current = _taken_over(app, api, department, settings)
     with write_session(_sessions(app)) as db:
-        store.release(db, [stale], datetime.now(UTC))
+        store.release(db, [store.HandBack(stale, datetime.now(UTC))])
         db.commit()
     with write_session(_sessions(app)) as db:
         row = db.scalar(select(Delivery))
