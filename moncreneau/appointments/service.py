@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from moncreneau.appointments.representation import previous_attributes, represent
 from moncreneau.clock import utcnow
-from moncreneau.departments.service import zone
+from moncreneau.departments.service import Rules, rules, zone
 from moncreneau.domain import events as domain_events
 from moncreneau.domain.appointments import Appointment, Status
 from moncreneau.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
@@ -76,39 +76,46 @@ def resolve_start(value: datetime, tz: ZoneInfo, slot_minutes: int) -> datetime:
     return local.astimezone(UTC)
 
 
-def _department(session: Session, organization_id: int, department_id: int) -> Department:
+def _department(session: Session, organization_id: int, department_id: int) -> Rules:
     """The organization's department (departments never change once created)."""
-    department = session.get(Department, department_id)
+    department = rules(session, department_id)
     if department is None or department.organization_id != organization_id:
         raise Invalid.field("departmentId", f"No department with id {department_id}.")
     return department
 
 
-def _lock_slot(session: Session, department: Department, starts_at: datetime) -> None:
+_LOCK_SLOT = text("SELECT pg_advisory_xact_lock(hashtextextended(:slot, 7))")
+
+
+def _lock_slot(session: Session, department: Rules, starts_at: datetime) -> None:
     """Serialize the bookings of one start time until commit: capacity is per start time.
 
     Bookings of other start times, in this department or another, go on in parallel.
     SQLite admits one writer at a time anyway.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:slot, 7))"),
-            {"slot": f"slot:{department.id}:{starts_at.isoformat()}"},
-        )
+        session.execute(_LOCK_SLOT, {"slot": f"slot:{department.id}:{starts_at.isoformat()}"})
+
+
+# Built once: a booking's own work is a few statements, and building this one cost a third
+# of running it.
+_TAKEN = select(func.count()).where(
+    AppointmentRow.department_id == bindparam("department_id"),
+    AppointmentRow.starts_at == bindparam("starts_at"),
+    AppointmentRow.status != Status.CANCELLED.value,
+)
+_TAKEN_BY_OTHERS = _TAKEN.where(AppointmentRow.id != bindparam("exclude"))
 
 
 def _check_capacity(
-    session: Session, department: Department, starts_at: datetime, exclude: int | None = None
+    session: Session, department: Rules, starts_at: datetime, exclude: int | None = None
 ) -> None:
     """The caller holds the slot's lock, so no other booking can slip in meanwhile."""
-    query = select(func.count()).where(
-        AppointmentRow.department_id == department.id,
-        AppointmentRow.starts_at == starts_at,
-        AppointmentRow.status != Status.CANCELLED.value,
+    query = _TAKEN if exclude is None else _TAKEN_BY_OTHERS
+    taken = session.scalar(
+        query, {"department_id": department.id, "starts_at": starts_at, "exclude": exclude}
     )
-    if exclude is not None:
-        query = query.where(AppointmentRow.id != exclude)
-    if (session.scalar(query) or 0) >= department.capacity:
+    if (taken or 0) >= department.capacity:
         local = starts_at.astimezone(zone(department.timezone)).isoformat()
         raise Conflict(
             f"The slot at {local} is full: department {department.id} takes "
@@ -128,7 +135,7 @@ def decode_history(history: list[EventRecord]) -> list[AppointmentEvent]:
 
 
 def _department_zone(session: Session, department_id: int) -> ZoneInfo:
-    department = session.get(Department, department_id)
+    department = rules(session, department_id)
     assert department is not None
     return zone(department.timezone)
 
@@ -232,7 +239,7 @@ def change(
     appointment = _load(session, organization_id, appointment_id)
     _check_precondition(appointment, expected_versions)
     values = dict(values)
-    department: Department | None = None
+    department: Rules | None = None
     if "date_time" in values:
         department = _department(session, organization_id, appointment.department_id)
         tz = zone(department.timezone)

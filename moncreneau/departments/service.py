@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.resources
+import weakref
 import zoneinfo
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from moncreneau.clock import iso_utc, utcnow
@@ -67,6 +69,47 @@ def create(session: Session, organization_id: int, new: NewDepartment) -> dict[s
     session.add(department)
     session.flush()
     return represent(department)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What bookings need of a department."""
+
+    id: int
+    organization_id: int
+    timezone: str
+    slot_minutes: int
+    capacity: int
+
+
+# Departments never change once created, and ids are never reused: what bookings need is
+# read once per process and database, not on every booking.
+_RULES: weakref.WeakKeyDictionary[Engine, dict[int, Rules]] = weakref.WeakKeyDictionary()
+RULES_KEPT = 10_000
+
+
+def rules(session: Session, department_id: int) -> Rules | None:
+    """Any organization's department `department_id`, or None if there is none."""
+    bind = session.get_bind()
+    assert isinstance(bind, Engine)
+    known = _RULES.get(bind)
+    if known is None:
+        known = _RULES.setdefault(bind, {})
+    found = known.get(department_id)
+    if found is None:
+        department = session.get(Department, department_id)
+        if department is None:
+            return None
+        if len(known) >= RULES_KEPT:
+            known.clear()
+        found = known[department_id] = Rules(
+            department.id,
+            department.organization_id,
+            department.timezone,
+            department.slot_minutes,
+            department.capacity,
+        )
+    return found
 
 
 def find(session: Session, organization_id: int, department_id: int) -> Department | None:

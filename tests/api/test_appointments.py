@@ -189,6 +189,25 @@ def test_the_same_time_in_two_departments_does_not_share_capacity(
     booked(api, other["id"], "2026-02-01T10:00:00")
 
 
+def test_a_department_unknown_at_one_booking_is_found_once_created(
+    api: Api, department: dict[str, Any]
+) -> None:
+    # Departments are kept in memory once read; one that did not exist yet must not be.
+    booked(api, department["id"], "2026-02-01T10:00:00")
+    next_id = department["id"] + 1
+    missing = book(api, next_id, "2026-02-01T10:00:00")
+    assert missing.status_code == 422
+    assert missing.json["errors"] == {"departmentId": [f"No department with id {next_id}."]}
+    created = api.post(
+        "/departments",
+        {"name": "Cardiologie", "timezone": "America/New_York", "slotMinutes": 45},
+    ).json
+    assert created["id"] == next_id
+    # Its own zone and slot length apply, not the first department's.
+    assert book(api, next_id, "2026-02-01T11:00:00").status_code == 422
+    assert booked(api, next_id, "2026-02-01T10:30:00")["dateTime"] == "2026-02-01T10:30:00-05:00"
+
+
 def test_a_cancelled_appointment_frees_its_slot(api: Api, department: dict[str, Any]) -> None:
     first = booked(api, department["id"], "2026-02-01T10:00:00")
     assert book(api, department["id"], "2026-02-01T10:00:00").status_code == 409
