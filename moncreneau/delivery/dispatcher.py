@@ -76,7 +76,8 @@ class _Endpoint:
     @property
     def silent_from(self) -> float:
         """When (monotonic) it counts as silent if no answer comes before."""
-        return (self.answered_at or self.since) + RELEASE_DELAY.total_seconds()
+        last = self.since if self.answered_at is None else self.answered_at
+        return last + RELEASE_DELAY.total_seconds()
 
     def stalled(self, ceiling: int) -> bool:
         """Timing out lately, or holding its slots without a single answer for a while."""

@@ -90,11 +90,10 @@ RULES_KEPT = 10_000
 
 def rules(session: Session, department_id: int) -> Rules | None:
     """Any organization's department `department_id`, or None if there is none."""
-    bind = session.get_bind()
-    assert isinstance(bind, Engine)
-    known = _RULES.get(bind)
+    engine = session.get_bind().engine
+    known = _RULES.get(engine)
     if known is None:
-        known = _RULES.setdefault(bind, {})
+        known = _RULES.setdefault(engine, {})
     found = known.get(department_id)
     if found is None:
         department = session.get(Department, department_id)
