@@ -172,6 +172,7 @@ WEBHOOK_CREATED = {
     "version": "2.0",
     "payload": "full",
     "disabledReason": None,
+    "pausedUntil": None,
     "previousSecretExpiresAt": None,
     "createdAt": "2026-01-15T10:00:00Z",
     "updatedAt": "2026-01-15T10:00:00Z",

@@ -148,6 +148,8 @@ class WebhookSubscription(Base):
     disabled_reason: Mapped[str | None] = mapped_column(String(500))
     # since when every attempt has failed; cleared by any success
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # set by a worker after failures in a row: its deliveries are not claimed until then
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

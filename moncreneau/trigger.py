@@ -85,7 +85,7 @@ def trigger(
         raise Invalid.field("type", f"Unknown event type {type_!r}; choose among {list(TYPES)}.")
     target: WebhookSubscription | None = None
     if webhook_id is not None:
-        target = webhooks.find_enabled(session, organization_id, webhook_id)
+        target = webhooks.to_send_now(session, organization_id, webhook_id)
         if type_ != webhooks.TEST_EVENT and not webhooks.wants(target, type_):
             raise Invalid.field(
                 "type", f"Webhook {webhook_id} does not subscribe to {type_}: {target.events}."

@@ -37,7 +37,7 @@ from moncreneau.delivery.store import (
 )
 from moncreneau.models import WebhookSubscription
 from moncreneau.webhooks import signing
-from moncreneau.webhooks.service import record_disabled
+from moncreneau.webhooks.service import pause_sending, record_disabled
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ RELEASE_DELAY = timedelta(seconds=1)
 # attempt counted) for this long, instead of failing one more time each.
 PAUSE_AFTER_FAILURES = 20
 PAUSE = timedelta(seconds=5)
+# Every worker leaves the webhook alone for as long as it has been failing, within these.
+MAX_PAUSE = timedelta(minutes=5)
 # Where `Dispatcher._line_up` puts a delivery, when it does not hand it back.
 _START, _QUEUED = "start", "queued"
 # Settlements are written together: at most this many, at most this often.
@@ -154,6 +156,16 @@ def _observe(settlement: Settlement) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _Pause:
+    """A webhook to pause for every worker: it failed PAUSE_AFTER_FAILURES times in a row."""
+
+    subscription_id: int
+
+
+_Record = Settlement | HandBack | _Pause
+
+
 class Recorder:
     """Writes settlements and hand-backs in batches from one thread; retries while the
     database is away."""
@@ -161,7 +173,7 @@ class Recorder:
     def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
         self._sessions = sessions
         self._settings = settings
-        self._queue: queue.Queue[Settlement | HandBack] = queue.Queue()
+        self._queue: queue.Queue[_Record] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
@@ -175,6 +187,9 @@ class Recorder:
         for item in items:
             self._queue.put(HandBack(item, at))
 
+    def pause(self, subscription_id: int) -> None:
+        self._queue.put(_Pause(subscription_id))
+
     def wait_idle(self, timeout: float) -> bool:
         """Whether everything added so far was written within `timeout` seconds."""
         done = threading.Thread(target=self._queue.join, daemon=True)
@@ -184,7 +199,7 @@ class Recorder:
 
     def _run(self) -> None:
         while True:
-            batch: list[Settlement | HandBack] = [self._queue.get()]
+            batch: list[_Record] = [self._queue.get()]
             deadline = time.monotonic() + FLUSH_SECONDS
             while len(batch) < FLUSH_SIZE:
                 remaining = deadline - time.monotonic()
@@ -200,7 +215,7 @@ class Recorder:
                 for _ in batch:
                     self._queue.task_done()
 
-    def _write(self, batch: list[Settlement | HandBack]) -> None:
+    def _write(self, batch: list[_Record]) -> None:
         """Write a batch; wait out a database outage, but never let one bad row block all."""
         pause = 0.5
         while True:
@@ -214,19 +229,27 @@ class Recorder:
             except Exception:
                 if len(batch) == 1:
                     # The lease runs out and the delivery is tried again: late, never lost.
-                    log.exception("dropping the record of delivery %s", batch[0].claimed.id)
+                    (item,) = batch
+                    if isinstance(item, _Pause):
+                        log.exception("could not pause webhook %s", item.subscription_id)
+                    else:
+                        log.exception("dropping the record of delivery %s", item.claimed.id)
                     return
                 for single in batch:
                     self._write([single])
                 return
 
-    def _commit(self, batch: list[Settlement | HandBack]) -> None:
+    def _commit(self, batch: list[_Record]) -> None:
         settlements = [s for s in batch if isinstance(s, Settlement)]
         handed_back = [h for h in batch if isinstance(h, HandBack)]
+        paused = {p.subscription_id for p in batch if isinstance(p, _Pause)}
         with write_session(self._sessions) as db:
-            settle(db, settlements, clock.now())
+            now = clock.now()
+            settle(db, settlements, now)
             release(db, handed_back)
             self._update_health(db, settlements)
+            for subscription_id in sorted(paused):
+                pause_sending(db, subscription_id, now, PAUSE, MAX_PAUSE)
             db.commit()
 
     def _update_health(self, db: Session, batch: list[Settlement]) -> None:
@@ -400,6 +423,7 @@ class Dispatcher:
                 extra={"webhook_id": key},
             )
             self._paused_until[key] = time.monotonic() + PAUSE.total_seconds()
+            self.recorder.pause(key)
 
     def _start_soon(self, items: list[Claimed]) -> None:
         """Hand what a job has lined up to the event loop, and empty its list."""

@@ -17,7 +17,7 @@ from moncreneau.fields import is_public_id
 from moncreneau.models import Delivery, DeliveryAttempt
 from moncreneau.pagination import Page, keyset_page
 from moncreneau.webhooks.service import find as find_subscription
-from moncreneau.webhooks.service import find_enabled
+from moncreneau.webhooks.service import to_send_now
 
 
 def _when(value: datetime | None) -> str | None:
@@ -55,7 +55,7 @@ def represent_attempt(attempt: DeliveryAttempt) -> dict[str, Any]:
 def _find(
     session: Session, organization_id: int, webhook_id: int, delivery_id: str, *, sending: bool
 ) -> Delivery:
-    (find_enabled if sending else find_subscription)(session, organization_id, webhook_id)
+    (to_send_now if sending else find_subscription)(session, organization_id, webhook_id)
     delivery = is_public_id(delivery_id, "msg") and session.scalar(
         select(Delivery).where(Delivery.id == delivery_id, Delivery.subscription_id == webhook_id)
     )
@@ -138,7 +138,7 @@ def replay(
 ) -> tuple[list[str], bool]:
     """Schedule deliveries in `statuses` created in [since, until), oldest first, one more
     attempt now; at most MAX_REPLAY a call. Returns their ids and whether more are left."""
-    find_enabled(session, organization_id, webhook_id)
+    to_send_now(session, organization_id, webhook_id)
     now = clock.now()
     chosen = list(
         session.scalars(

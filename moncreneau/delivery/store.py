@@ -124,14 +124,26 @@ class Claimed:
 def _claim_statement() -> Any:
     now = bindparam("now", type_=UTCDateTime())
     until = bindparam("until", type_=UTCDateTime())
-    live_subscriptions = select(WebhookSubscription.id).where(
-        WebhookSubscription.enabled.is_(True), WebhookSubscription.deleted_at.is_(None)
-    )
-    claimable = and_(
+    live = (WebhookSubscription.enabled.is_(True), WebhookSubscription.deleted_at.is_(None))
+    paused = WebhookSubscription.paused_until > now
+    not_paused = or_(WebhookSubscription.paused_until.is_(None), ~paused)
+    due = and_(
         Delivery.status.in_(OPEN),
         Delivery.next_attempt_at <= now,
         or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
-        Delivery.subscription_id.in_(live_subscriptions),
+    )
+    claimable = and_(
+        due, Delivery.subscription_id.in_(select(WebhookSubscription.id).where(*live, not_paused))
+    )
+    # A paused webhook's deliveries wait out its pause in the database, unsent and with no
+    # attempt counted, where the sweeper finds them when it ends.
+    deferred = and_(
+        due, Delivery.subscription_id.in_(select(WebhookSubscription.id).where(*live, paused))
+    )
+    pause_end = (
+        select(WebhookSubscription.paused_until)
+        .where(WebhookSubscription.id == Delivery.subscription_id)
+        .scalar_subquery()
     )
     # The rows are found by id alone and the conditions decided row by row: with them in
     # the WHERE clause, statistics taken while few deliveries were open made PostgreSQL scan
@@ -143,8 +155,9 @@ def _claim_statement() -> Any:
         .where(Delivery.id.in_(bindparam("ids", expanding=True)))
         .values(
             locked_until=case((claimable, until), else_=Delivery.locked_until),
-            queued_until=case((claimable, None), else_=Delivery.queued_until),
+            queued_until=case((claimable, None), (deferred, None), else_=Delivery.queued_until),
             attempts=case((claimable, Delivery.attempts + 1), else_=Delivery.attempts),
+            next_attempt_at=case((deferred, pause_end), else_=Delivery.next_attempt_at),
         )
         .returning(
             Delivery.seq,

@@ -95,6 +95,14 @@ class Webhook(ma.Schema):
     version = ma.fields.String(required=True)
     payload = ma.fields.String(required=True, metadata={"enum": list(payloads.STYLES)})
     disabledReason = ma.fields.String(allow_none=True)
+    pausedUntil = ma.fields.String(
+        allow_none=True,
+        metadata={
+            "format": "date-time",
+            "description": "While every attempt fails, deliveries wait until then (unsent, "
+            "no attempt counted). A change, a test, a retry or a replay ends the pause.",
+        },
+    )
     previousSecretExpiresAt = ma.fields.String(
         allow_none=True,
         metadata={"format": "date-time", "description": "End of the old secret's grace period."},

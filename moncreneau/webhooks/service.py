@@ -78,6 +78,7 @@ def represent(subscription: WebhookSubscription) -> dict[str, Any]:
         "version": subscription.version,
         "payload": subscription.payload,
         "disabledReason": subscription.disabled_reason,
+        "pausedUntil": _pause_end(subscription),
         "previousSecretExpiresAt": (
             iso_utc(subscription.previous_secret_expires_at)
             if subscription.previous_secret_expires_at
@@ -86,6 +87,11 @@ def represent(subscription: WebhookSubscription) -> dict[str, Any]:
         "createdAt": iso_utc(subscription.created_at),
         "updatedAt": iso_utc(subscription.updated_at),
     }
+
+
+def _pause_end(subscription: WebhookSubscription) -> str | None:
+    until = subscription.paused_until
+    return iso_utc(until) if until is not None and until > clock.now() else None
 
 
 class SigningKeys(Protocol):
@@ -116,6 +122,34 @@ def find_enabled(session: Session, organization_id: int, webhook_id: int) -> Web
             'enable it with PATCH {"enabled": true} first.'
         )
     return subscription
+
+
+def to_send_now(session: Session, organization_id: int, webhook_id: int) -> WebhookSubscription:
+    """An enabled webhook for a send its owner asks for now, which ends a pause."""
+    subscription = find_enabled(session, organization_id, webhook_id)
+    subscription.paused_until = None
+    return subscription
+
+
+def pause_sending(
+    session: Session,
+    subscription_id: int,
+    now: datetime,
+    shortest: timedelta,
+    longest: timedelta,
+) -> None:
+    """No worker claims the webhook's deliveries for as long as it has been failing.
+
+    Each pause that ends in failure is followed by one about twice as long, within bounds.
+    """
+    subscription = session.get(WebhookSubscription, subscription_id)
+    if subscription is None:
+        return
+    failing = now - subscription.failing_since if subscription.failing_since else shortest
+    until = now + min(max(failing, shortest), longest)
+    if subscription.paused_until is None or subscription.paused_until < until:
+        subscription.paused_until = until
+    session.flush()
 
 
 def find(session: Session, organization_id: int, webhook_id: int) -> WebhookSubscription:
@@ -203,6 +237,8 @@ def change(
         if subscription.enabled:
             subscription.disabled_reason = None
             subscription.failing_since = None
+    # A change (a fixed URL, say) is worth trying at once.
+    subscription.paused_until = None
     subscription.updated_at = utcnow()
     session.flush()
     return represent(subscription)
@@ -234,7 +270,7 @@ def send_test(
     session: Session, organization_id: int, webhook_id: int, settings: Settings
 ) -> dict[str, Any]:
     """Append a `webhook.test` event and one delivery of it, to this endpoint only."""
-    subscription = find_enabled(session, organization_id, webhook_id)
+    subscription = to_send_now(session, organization_id, webhook_id)
     now = utcnow()
     event = store.append(
         session,

@@ -10,11 +10,14 @@ from flask import Flask
 from sqlalchemy import select, text, update
 from sqlalchemy.engine import Engine
 
+from moncreneau.clock import iso_utc
 from moncreneau.config import Settings
 from moncreneau.db import write_session
 from moncreneau.delivery import store
-from moncreneau.models import Delivery, IdempotencyRecord
+from moncreneau.delivery.dispatcher import MAX_PAUSE, PAUSE
+from moncreneau.models import Delivery, IdempotencyRecord, WebhookSubscription
 from moncreneau.outbox import relay
+from moncreneau.webhooks.service import pause_sending
 from tests.conftest import Api
 
 HOOK = {"url": "https://example.org/hook", "events": ["*"]}
@@ -300,3 +303,80 @@ def test_replay_goes_in_bounded_steps_and_never_picks_the_same_delivery_twice(
             seen += ids
         db.commit()
     assert len(seen) == len(set(seen)) == 5
+
+
+def _pause(app: Flask, webhook_id: int, failing_for: timedelta | None) -> datetime:
+    """Pause the webhook as a worker does, failing for `failing_for`; returns the pause's end."""
+    now = datetime.now(UTC)
+    with write_session(_sessions(app)) as db:
+        db.execute(
+            update(WebhookSubscription)
+            .where(WebhookSubscription.id == webhook_id)
+            .values(failing_since=now - failing_for if failing_for else None)
+        )
+        pause_sending(db, webhook_id, now, PAUSE, MAX_PAUSE)
+        db.commit()
+        until = db.scalar(
+            select(WebhookSubscription.paused_until).where(WebhookSubscription.id == webhook_id)
+        )
+    assert until is not None
+    return until
+
+
+def test_a_pause_lasts_as_long_as_the_webhook_has_failed_within_bounds_and_never_shrinks(
+    app: Flask, api: Api
+) -> None:
+    hook = api.post("/webhooks", HOOK).json["id"]
+    before = datetime.now(UTC)
+    assert before + PAUSE <= _pause(app, hook, None) <= datetime.now(UTC) + PAUSE
+    assert _pause(app, hook, timedelta(seconds=1)) <= datetime.now(UTC) + PAUSE
+    minute = _pause(app, hook, timedelta(minutes=1))
+    assert before + timedelta(minutes=1) <= minute <= datetime.now(UTC) + timedelta(minutes=1)
+    assert _pause(app, hook, timedelta(seconds=1)) == minute
+    assert _pause(app, hook, timedelta(days=1)) <= datetime.now(UTC) + MAX_PAUSE
+
+
+def test_a_paused_webhooks_deliveries_wait_unclaimed_until_the_pause_ends(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings
+) -> None:
+    paused = api.post("/webhooks", HOOK).json["id"]
+    other = api.post("/webhooks", {**HOOK, "url": "https://example.org/other"}).json["id"]
+    _book(api, department, 1)
+    relay.relay_once(_sessions(app), settings)
+    until = _pause(app, paused, timedelta(minutes=1))
+    now = datetime.now(UTC)
+    with write_session(_sessions(app)) as db:
+        ids = list(db.scalars(select(Delivery.id)))
+        claimed = store.claim(db, ids, now, timedelta(seconds=60))
+        db.commit()
+        query = select(Delivery).where(Delivery.subscription_id == paused)
+        waiting = db.execute(query).scalar_one()
+    # The other webhook's delivery is claimed; the paused one's waits, no attempt counted.
+    assert [c.subscription_id for c in claimed] == [other]
+    assert (waiting.attempts, waiting.locked_until, waiting.queued_until) == (0, None, None)
+    assert waiting.next_attempt_at == until
+    with write_session(_sessions(app)) as db:
+        assert store.due_for_queue(db, now, 10) == []
+        assert store.due_for_queue(db, until, 10) == [waiting.id]
+        [after] = store.claim(db, [waiting.id], until, timedelta(seconds=60))
+        db.commit()
+    assert (after.id, after.attempt) == (waiting.id, 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("patch", "", {"description": "fixed"}),
+        ("post", "/test", None),
+        ("post", "/replay", {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}),
+    ],
+)
+def test_a_change_a_test_or_a_replay_ends_a_pause(
+    app: Flask, api: Api, method: str, path: str, body: Any
+) -> None:
+    hook = api.post("/webhooks", HOOK).json["id"]
+    until = _pause(app, hook, timedelta(minutes=1))
+    assert api.get(f"/webhooks/{hook}").json["pausedUntil"] == iso_utc(until)
+    answer = getattr(api, method)(f"/webhooks/{hook}{path}", body)
+    assert answer.status_code < 300, answer.json
+    assert api.get(f"/webhooks/{hook}").json["pausedUntil"] is None

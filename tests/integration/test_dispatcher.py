@@ -110,9 +110,12 @@ def test_an_endpoint_holding_its_slots_without_answering_gets_its_overflow_back_
 
 
 def test_an_endpoint_failing_many_times_in_a_row_is_paused_and_a_success_ends_its_streak(
-    receiver: Receiver, dispatching: tuple[Dispatcher, Released]
+    receiver: Receiver, dispatching: tuple[Dispatcher, Released], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dispatcher, released = dispatching
+    # Pausing it for every worker is the recorder's (tests/integration/test_delivery_store.py).
+    shared: list[int] = []
+    monkeypatch.setattr(dispatcher.recorder, "pause", shared.append)
     streak = PAUSE_AFTER_FAILURES - 1
     # One short of a pause, then a success, then failures until one pauses it.
     url = receiver.on("flaky", sequence(*[answer(500)] * streak, answer(200), answer(500)))
@@ -123,6 +126,7 @@ def test_an_endpoint_failing_many_times_in_a_row_is_paused_and_a_success_ends_it
     assert released == []
     sent = len(receiver.received)
     assert sent == streak + 1 + PAUSE_AFTER_FAILURES
+    assert shared == [1]
 
     later = [_claimed(n, url, lease) for n in range(sent, sent + 5)]
     dispatcher.submit(later)
