@@ -455,7 +455,7 @@ class Dispatcher:
                         endpoint.learn(response, self._ceiling)
                         endpoint.answered_at = time.monotonic()
                         self._count(key, response)
-                    self._limits[key] = endpoint.limit
+                        self._limits[key] = endpoint.limit
                     if endpoint.backlog and endpoint.in_flight <= endpoint.limit:
                         item = endpoint.backlog.popleft()
                     else:

@@ -202,6 +202,22 @@ def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta)
     ]
 
 
+def due_now(session: Session, subscription_id: int, paused_until: datetime, now: datetime) -> None:
+    """A webhook's pause ended early: the open deliveries it put off are due now."""
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.subscription_id == subscription_id,
+            Delivery.status.in_(OPEN),
+            or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+            Delivery.next_attempt_at > now,
+            Delivery.next_attempt_at <= paused_until,
+        )
+        .values(next_attempt_at=now, queued_until=None),
+        execution_options={"synchronize_session": False},
+    )
+
+
 @dataclass(frozen=True)
 class HandBack:
     """A claim given back unsent, to be tried again from `at` (no attempt counted)."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -82,26 +82,28 @@ class Rules:
     capacity: int
 
 
-# Departments never change once created, and ids are never reused: what bookings need is
-# read once per process and database, not on every booking.
+# Departments never change once created: what bookings need is read once per process and
+# database, not on every booking. Only what a committed transaction read is kept: a
+# department created by a transaction that rolls back leaves its id free for the next one
+# (SQLite reuses it).
 _RULES: weakref.WeakKeyDictionary[Engine, dict[int, Rules]] = weakref.WeakKeyDictionary()
 RULES_KEPT = 10_000
+# `session.info` key: rules read in the session's transaction, kept once it commits
+_READ = "moncreneau.department_rules"
 
 
 def rules(session: Session, department_id: int) -> Rules | None:
     """Any organization's department `department_id`, or None if there is none."""
-    engine = session.get_bind().engine
-    known = _RULES.get(engine)
-    if known is None:
-        known = _RULES.setdefault(engine, {})
-    found = known.get(department_id)
+    found = _RULES.get(session.get_bind().engine, {}).get(department_id)
+    if found is not None:
+        return found
+    read: dict[int, Rules] = session.info.setdefault(_READ, {})
+    found = read.get(department_id)
     if found is None:
         department = session.get(Department, department_id)
         if department is None:
             return None
-        if len(known) >= RULES_KEPT:
-            known.clear()
-        found = known[department_id] = Rules(
+        found = read[department_id] = Rules(
             department.id,
             department.organization_id,
             department.timezone,
@@ -109,6 +111,24 @@ def rules(session: Session, department_id: int) -> Rules | None:
             department.capacity,
         )
     return found
+
+
+@event.listens_for(Session, "after_commit")
+def _keep_rules(session: Session) -> None:
+    read = session.info.pop(_READ, None)
+    if read:
+        engine = session.get_bind().engine
+        known = _RULES.get(engine)
+        if known is None:
+            known = _RULES.setdefault(engine, {})
+        if len(known) + len(read) > RULES_KEPT:
+            known.clear()
+        known.update(read)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rules(session: Session) -> None:
+    session.info.pop(_READ, None)
 
 
 def find(session: Session, organization_id: int, department_id: int) -> Department | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from moncreneau import clock
@@ -127,8 +127,19 @@ def find_enabled(session: Session, organization_id: int, webhook_id: int) -> Web
 def to_send_now(session: Session, organization_id: int, webhook_id: int) -> WebhookSubscription:
     """An enabled webhook for a send its owner asks for now, which ends a pause."""
     subscription = find_enabled(session, organization_id, webhook_id)
-    subscription.paused_until = None
+    end_pause(session, subscription)
     return subscription
+
+
+def end_pause(session: Session, subscription: WebhookSubscription) -> None:
+    """What the pause put off is due now."""
+    until = subscription.paused_until
+    if until is None:
+        return
+    # The deliveries first, then the webhook: the order in which a worker's recorder
+    # takes the same rows, so the two never wait on each other.
+    deliveries.due_now(session, subscription.id, until, clock.now())
+    subscription.paused_until = None
 
 
 def pause_sending(
@@ -142,14 +153,23 @@ def pause_sending(
 
     Each pause that ends in failure is followed by one about twice as long, within bounds.
     """
-    subscription = session.get(WebhookSubscription, subscription_id)
-    if subscription is None:
-        return
-    failing = now - subscription.failing_since if subscription.failing_since else shortest
+    failing_since = session.scalar(
+        select(WebhookSubscription.failing_since).where(WebhookSubscription.id == subscription_id)
+    )
+    failing = now - failing_since if failing_since else shortest
     until = now + min(max(failing, shortest), longest)
-    if subscription.paused_until is None or subscription.paused_until < until:
-        subscription.paused_until = until
-    session.flush()
+    # In one statement: another worker may be pausing it at the same moment.
+    session.execute(
+        update(WebhookSubscription)
+        .where(
+            WebhookSubscription.id == subscription_id,
+            or_(
+                WebhookSubscription.paused_until.is_(None),
+                WebhookSubscription.paused_until < until,
+            ),
+        )
+        .values(paused_until=until)
+    )
 
 
 def find(session: Session, organization_id: int, webhook_id: int) -> WebhookSubscription:
@@ -218,6 +238,8 @@ def change(
     settings: Settings,
 ) -> dict[str, Any]:
     subscription = find(session, organization_id, webhook_id)
+    # A change (a fixed URL, say) is worth trying at once.
+    end_pause(session, subscription)
     if "url" in values:
         subscription.url = check_url(
             values["url"],
@@ -237,8 +259,6 @@ def change(
         if subscription.enabled:
             subscription.disabled_reason = None
             subscription.failing_since = None
-    # A change (a fixed URL, say) is worth trying at once.
-    subscription.paused_until = None
     subscription.updated_at = utcnow()
     session.flush()
     return represent(subscription)

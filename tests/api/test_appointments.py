@@ -10,6 +10,8 @@ import pytest
 from flask import Flask
 from sqlalchemy.engine import Engine
 
+from moncreneau.appointments import service as appointments
+from moncreneau.departments import service as departments
 from moncreneau.models import AppointmentRow
 from tests.conftest import Api
 
@@ -206,6 +208,28 @@ def test_a_department_unknown_at_one_booking_is_found_once_created(
     # Its own zone and slot length apply, not the first department's.
     assert book(api, next_id, "2026-02-01T11:00:00").status_code == 422
     assert booked(api, next_id, "2026-02-01T10:30:00")["dateTime"] == "2026-02-01T10:30:00-05:00"
+
+
+def test_a_department_read_in_a_transaction_that_rolled_back_is_not_remembered(
+    app: Flask, org: dict[str, Any], other_api: Api
+) -> None:
+    # A department created and booked into by a transaction that then rolls back: SQLite
+    # gives its id to the next department, which must not inherit what was read of it.
+    with app.extensions["moncreneau"].sessions() as db:
+        gone = departments.create(db, org["id"], departments.NewDepartment("Temp", "UTC", 30, 1))
+        appointments.book(
+            db, org["id"], appointments.NewAppointment(gone["id"], datetime(2026, 2, 1, 10), "A")
+        )
+        db.rollback()
+    theirs = other_api.post(
+        "/departments", {"name": "Autre", "timezone": "America/New_York", "slotMinutes": 45}
+    ).json
+    answer = other_api.post(
+        "/appointments",
+        {"departmentId": theirs["id"], "dateTime": "2026-02-01T10:30:00", "name": "B"},
+    )
+    assert answer.status_code == 201, answer.json
+    assert answer.json["dateTime"] == "2026-02-01T10:30:00-05:00"
 
 
 def test_a_cancelled_appointment_frees_its_slot(api: Api, department: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from moncreneau.clock import iso_utc
 from moncreneau.config import Settings
 from moncreneau.db import write_session
 from moncreneau.delivery import store
-from moncreneau.delivery.dispatcher import MAX_PAUSE, PAUSE
+from moncreneau.delivery.dispatcher import MAX_PAUSE, PAUSE, Recorder
 from moncreneau.models import Delivery, IdempotencyRecord, WebhookSubscription
 from moncreneau.outbox import relay
 from moncreneau.webhooks.service import pause_sending
@@ -363,20 +363,76 @@ def test_a_paused_webhooks_deliveries_wait_unclaimed_until_the_pause_ends(
     assert (after.id, after.attempt) == (waiting.id, 1)
 
 
+def _put_off(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings
+) -> tuple[int, str, datetime]:
+    """A paused webhook with one delivery the claim put off: (webhook, delivery, pause end)."""
+    hook = api.post("/webhooks", HOOK).json["id"]
+    _book(api, department, 1)
+    relay.relay_once(_sessions(app), settings)
+    until = _pause(app, hook, timedelta(minutes=1))
+    with write_session(_sessions(app)) as db:
+        [delivery_id] = db.scalars(select(Delivery.id))
+        assert store.claim(db, [delivery_id], datetime.now(UTC), timedelta(seconds=60)) == []
+        db.commit()
+    return hook, delivery_id, until
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
         ("patch", "", {"description": "fixed"}),
         ("post", "/test", None),
+        ("post", "/deliveries/{delivery}/retry", None),
         ("post", "/replay", {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}),
     ],
 )
-def test_a_change_a_test_or_a_replay_ends_a_pause(
-    app: Flask, api: Api, method: str, path: str, body: Any
+def test_a_change_a_test_a_retry_or_a_replay_ends_a_pause_and_what_it_put_off_is_due(
+    app: Flask,
+    api: Api,
+    department: dict[str, Any],
+    settings: Settings,
+    method: str,
+    path: str,
+    body: Any,
 ) -> None:
-    hook = api.post("/webhooks", HOOK).json["id"]
-    until = _pause(app, hook, timedelta(minutes=1))
+    hook, delivery_id, until = _put_off(app, api, department, settings)
     assert api.get(f"/webhooks/{hook}").json["pausedUntil"] == iso_utc(until)
-    answer = getattr(api, method)(f"/webhooks/{hook}{path}", body)
+    answer = getattr(api, method)(f"/webhooks/{hook}{path.format(delivery=delivery_id)}", body)
     assert answer.status_code < 300, answer.json
     assert api.get(f"/webhooks/{hook}").json["pausedUntil"] is None
+    with write_session(_sessions(app)) as db:
+        due = store.due_for_queue(db, datetime.now(UTC), 10)
+        db.rollback()
+    assert delivery_id in due
+
+
+def test_the_recorder_writes_attempts_hand_backs_and_pauses_in_one_batch(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings
+) -> None:
+    hook = api.post("/webhooks", HOOK).json["id"]
+    _book(api, department, 2)
+    relay.relay_once(_sessions(app), settings)
+    now = datetime.now(UTC)
+    with write_session(_sessions(app)) as db:
+        ids = sorted(db.scalars(select(Delivery.id)))
+        sent, unsent = store.claim(db, ids, now, timedelta(seconds=60))
+        db.commit()
+    recorder = Recorder(_sessions(app), settings)
+    recorder.add(_settlement(sent, store.FAILED, 500))
+    recorder.hand_back([unsent], timedelta(minutes=3))
+    recorder.pause(hook)
+    assert recorder.wait_idle(10)
+    with write_session(_sessions(app)) as db:
+        rows = {
+            d.id: (d.status, d.attempts, d.locked_until, d.next_attempt_at)
+            for d in db.scalars(select(Delivery))
+        }
+        paused_until = db.scalar(select(WebhookSubscription.paused_until))
+        db.rollback()
+    # The failure is recorded and frees its claim; so does the hand-back, uncounted.
+    assert rows[sent.id][:3] == (store.FAILED, 1, None)
+    status, attempts, locked_until, next_attempt_at = rows[unsent.id]
+    assert (status, attempts, locked_until) == (store.PENDING, 0, None)
+    assert next_attempt_at >= now + timedelta(minutes=3)
+    assert paused_until is not None and paused_until >= now + PAUSE
