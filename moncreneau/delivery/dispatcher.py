@@ -248,9 +248,16 @@ class Recorder:
             settle(db, settlements, now)
             release(db, handed_back)
             self._update_health(db, settlements)
-            for subscription_id in sorted(paused):
-                pause_sending(db, subscription_id, now, PAUSE, MAX_PAUSE)
+            ends = {s: pause_sending(db, s, now, PAUSE, MAX_PAUSE) for s in sorted(paused)}
             db.commit()
+        for subscription_id, until in ends.items():
+            log.warning(
+                "webhook %s failed %d times in a row: no worker sends to it until %s",
+                subscription_id,
+                PAUSE_AFTER_FAILURES,
+                until.isoformat(),
+                extra={"webhook_id": subscription_id},
+            )
 
     def _update_health(self, db: Session, batch: list[Settlement]) -> None:
         now = clock.now()
@@ -415,13 +422,7 @@ class Dispatcher:
             return
         failures = self._failures[key] = self._failures.get(key, 0) + 1
         if failures >= PAUSE_AFTER_FAILURES and not self._paused(key):
-            log.warning(
-                "webhook %s failed %d times in a row: its deliveries wait %gs",
-                key,
-                failures,
-                PAUSE.total_seconds(),
-                extra={"webhook_id": key},
-            )
+            # How long every worker leaves it alone is the recorder's to decide and log.
             self._paused_until[key] = time.monotonic() + PAUSE.total_seconds()
             self.recorder.pause(key)
 

@@ -148,10 +148,11 @@ def pause_sending(
     now: datetime,
     shortest: timedelta,
     longest: timedelta,
-) -> None:
+) -> datetime:
     """No worker claims the webhook's deliveries for as long as it has been failing.
 
     Each pause that ends in failure is followed by one about twice as long, within bounds.
+    Returns when this pause ends (a longer one set meanwhile stays).
     """
     failing_since = session.scalar(
         select(WebhookSubscription.failing_since).where(WebhookSubscription.id == subscription_id)
@@ -170,6 +171,7 @@ def pause_sending(
         )
         .values(paused_until=until)
     )
+    return until
 
 
 def find(session: Session, organization_id: int, webhook_id: int) -> WebhookSubscription:
