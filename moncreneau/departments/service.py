@@ -117,10 +117,7 @@ def rules(session: Session, department_id: int) -> Rules | None:
 def _keep_rules(session: Session) -> None:
     read = session.info.pop(_READ, None)
     if read:
-        engine = session.get_bind().engine
-        known = _RULES.get(engine)
-        if known is None:
-            known = _RULES.setdefault(engine, {})
+        known = _RULES.setdefault(session.get_bind().engine, {})
         if len(known) + len(read) > RULES_KEPT:
             known.clear()
         known.update(read)
