@@ -71,7 +71,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 @blp.route("")
 class Appointments(MethodView):
-    @blp.arguments(ListArgs, location="query")
+    @blp.arguments(ListArgs(), location="query")
     @blp.response(200, AppointmentPage, example=examples.APPOINTMENT_PAGE)
     def get(self, args: dict[str, Any]) -> Any:
         """List appointments"""
@@ -89,7 +89,7 @@ class Appointments(MethodView):
 
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
-    @blp.arguments(AppointmentCreate, example=examples.APPOINTMENT_CREATE)
+    @blp.arguments(AppointmentCreate(), example=examples.APPOINTMENT_CREATE)
     @blp.response(201, Appointment, headers=ETAG_HEADER, example=examples.APPOINTMENT)
     @blp.alt_response(
         409, description="The slot is full; nothing was booked.", example=examples.SLOT_FULL
@@ -112,7 +112,7 @@ class AppointmentById(MethodView):
         return appointment, 200, etag(appointment)
 
     @blp.doc(**IF_MATCH_DOC)
-    @blp.arguments(AppointmentChange, required=False, example=examples.APPOINTMENT_CHANGE)
+    @blp.arguments(AppointmentChange(), required=False, example=examples.APPOINTMENT_CHANGE)
     @blp.response(200, Appointment, headers=ETAG_HEADER, example=examples.APPOINTMENT_RESCHEDULED)
     @blp.alt_response(
         409,
@@ -150,7 +150,7 @@ def _lifecycle(action: str, event: str, result: dict[str, Any]) -> type[MethodVi
     if action == "cancel":
         post.__doc__ += ' The body is optional: `{"reason": "..."}`.'
     schema, example = (CancelBody, examples.CANCEL) if action == "cancel" else (NoBody, {})
-    view = blp.arguments(schema, required=False, example=example)(post)
+    view = blp.arguments(schema(), required=False, example=example)(post)
     view = blp.alt_response(
         412, description="If-Match named an older version.", example=examples.STALE_VERSION
     )(view)

@@ -21,7 +21,7 @@ blp = Blueprint(
 
 @blp.route("")
 class Departments(MethodView):
-    @blp.arguments(page_args("departments"), location="query")
+    @blp.arguments(page_args("departments")(), location="query")
     @blp.response(200, DepartmentPage, example=examples.DEPARTMENT_PAGE)
     def get(self, args: dict[str, Any]) -> Any:
         """List departments"""
@@ -30,7 +30,7 @@ class Departments(MethodView):
 
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
-    @blp.arguments(DepartmentCreate, example=examples.DEPARTMENT_CREATE)
+    @blp.arguments(DepartmentCreate(), example=examples.DEPARTMENT_CREATE)
     @blp.response(201, Department, example=examples.DEPARTMENT)
     def post(self, body: dict[str, Any]) -> Any:
         """Create a department"""

@@ -17,7 +17,7 @@ blp = Blueprint("events", __name__, url_prefix="/api/v1/events", description="Ev
 
 @blp.route("")
 class Events(MethodView):
-    @blp.arguments(EventQuery, location="query")
+    @blp.arguments(EventQuery(), location="query")
     @blp.response(200, EventPage, example=examples.EVENT_PAGE)
     def get(self, args: dict[str, Any]) -> Any:
         """List events, oldest first

@@ -41,7 +41,7 @@ blp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks", description
 
 @blp.route("")
 class Webhooks(MethodView):
-    @blp.arguments(page_args("webhooks"), location="query")
+    @blp.arguments(page_args("webhooks")(), location="query")
     @blp.response(200, WebhookPage, example=examples.WEBHOOK_PAGE)
     def get(self, args: dict[str, Any]) -> Any:
         """List webhooks"""
@@ -50,7 +50,7 @@ class Webhooks(MethodView):
 
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
-    @blp.arguments(WebhookCreate, example=examples.WEBHOOK_CREATE)
+    @blp.arguments(WebhookCreate(), example=examples.WEBHOOK_CREATE)
     @blp.response(201, WebhookWithSecret, example=examples.WEBHOOK_CREATED)
     def post(self, body: dict[str, Any]) -> Any:
         """Subscribe an endpoint
@@ -70,7 +70,7 @@ class WebhookById(MethodView):
         """Get a webhook"""
         return service.get(session(), organization_id(), webhook_id)
 
-    @blp.arguments(WebhookChange, required=False, example=examples.WEBHOOK_CHANGE)
+    @blp.arguments(WebhookChange(), required=False, example=examples.WEBHOOK_CHANGE)
     @blp.response(200, Webhook, example=examples.WEBHOOK)
     def patch(self, body: dict[str, Any], webhook_id: int) -> Any:
         """Change a webhook (url, events, enabled, description, version)"""
@@ -113,7 +113,7 @@ class WebhookRotateSecret(MethodView):
 
 @blp.route("/<id:webhook_id>/deliveries")
 class Deliveries(MethodView):
-    @blp.arguments(DeliveryQuery, location="query")
+    @blp.arguments(DeliveryQuery(), location="query")
     @blp.response(200, DeliveryPage, example=examples.DELIVERY_PAGE)
     def get(self, args: dict[str, Any], webhook_id: int) -> Any:
         """List a webhook's deliveries, newest first"""
@@ -162,7 +162,7 @@ class DeliveryRetry(MethodView):
 class WebhookReplay(MethodView):
     @idempotent
     @blp.doc(**IDEMPOTENCY_DOC)
-    @blp.arguments(ReplayRequest, example=examples.REPLAY)
+    @blp.arguments(ReplayRequest(), example=examples.REPLAY)
     @blp.response(202, ReplayResult, example=examples.REPLAY_RESULT)
     def post(self, body: dict[str, Any], webhook_id: int) -> Any:
         """Replay failed and dead deliveries created in a time window

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from typing import Any
 
@@ -23,7 +24,7 @@ def _get(url: str, key: str | None = None) -> tuple[int, Any]:
 
 def test_the_api_process_is_ready_and_answers_with_keys(app: Flask, processes: Processes) -> None:
     port = free_port()
-    processes.start("api", "--port", str(port), "--workers", "2")
+    api = processes.start("api", "--port", str(port), "--workers", "2", MONCRENEAU_LOG_LEVEL="INFO")
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> Any:
@@ -42,3 +43,13 @@ def test_the_api_process_is_ready_and_answers_with_keys(app: Flask, processes: P
     status, error = _get(f"{base}/api/v1/departments")
     assert status == 401
     assert error["code"] == 401
+
+    # One access line per request, the app's, in the app's format: gunicorn writes none.
+    def access_lines() -> list[str] | None:
+        lines = [x for x in processes.log_of(api).splitlines() if "/api/v1/departments" in x]
+        return lines if len(lines) >= 2 else None
+
+    wait_until(access_lines, what="the access lines")
+    time.sleep(0.5)  # gunicorn would write its own line just after the response
+    lines = access_lines() or []
+    assert [json.loads(x)["status"] for x in lines] == [200, 401], lines
