@@ -243,11 +243,16 @@ def change(
     # A change (a fixed URL, say) is worth trying at once.
     end_pause(session, subscription)
     if "url" in values:
-        subscription.url = check_url(
+        url = check_url(
             values["url"],
             allow_private=settings.allow_private_urls,
             allowed=settings.allowed_networks,
         )
+        if url != subscription.url:
+            # The old address's failures say nothing of the new one: they would lengthen
+            # its next pause and bring its disabling closer.
+            subscription.failing_since = None
+        subscription.url = url
     if "events" in values:
         subscription.events = _check_events(values["events"])
     if "version" in values:
