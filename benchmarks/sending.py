@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import urllib3
 
 from benchmarks.harness import Pipeline, Receiver, wait_until
+from moncreneau.config import Settings
 from moncreneau.delivery.dispatcher import request_headers
 from moncreneau.delivery.store import Claimed
 from moncreneau.webhooks import signing
@@ -36,7 +37,7 @@ def prepare_backlog(pipe: Pipeline, events: int, fanout: int) -> int:
     total = events * fanout
     pipe.append_events(events)
     wait_until(lambda: pipe.deliveries() >= before + total, 600, f"{total} deliveries created", 0.2)
-    jobs = math.ceil(total / 100)
+    jobs = math.ceil(total / Settings.from_env(pipe.procs.env).job_batch)
     wait_until(lambda: pipe.queued_jobs() >= jobs, 60, f"{jobs} jobs queued", 0.05)
     return total
 
