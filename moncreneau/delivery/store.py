@@ -30,14 +30,8 @@ def new_delivery_row(
     budget: int,
     body: str | None = None,
     queued: bool = True,
-    paused_until: datetime | None = None,
 ) -> dict[str, Any]:
-    """`queued`: the caller enqueues it right after commit, so the sweeper waits a while.
-
-    A delivery to a paused webhook is due when the pause ends and is never queued before:
-    a worker's claim would only put it off again.
-    """
-    paused = paused_until is not None and paused_until > now
+    """`queued`: the caller enqueues it right after commit, so the sweeper waits a while."""
     return {
         "id": new_id("msg"),
         "organization_id": event.organization_id,
@@ -52,8 +46,8 @@ def new_delivery_row(
         "status": PENDING,
         "attempts": 0,
         "attempt_budget": budget,
-        "next_attempt_at": paused_until if paused else now,
-        "queued_until": now + QUEUE_LEASE if queued and not paused else None,
+        "next_attempt_at": now,
+        "queued_until": now + QUEUE_LEASE if queued else None,
         "locked_until": None,
         "created_at": now,
         "updated_at": now,

@@ -56,7 +56,6 @@ _SUBSCRIBERS = select(
     WebhookSubscription.events,
     WebhookSubscription.version,
     WebhookSubscription.payload,
-    WebhookSubscription.paused_until,
 ).where(
     WebhookSubscription.organization_id.in_(bindparam("orgs", expanding=True)),
     WebhookSubscription.enabled.is_(True),
@@ -89,7 +88,7 @@ def relay_once(
     settings: Settings,
     enqueue: Callable[[list[str]], None] | None = None,
 ) -> tuple[bool, list[str]]:
-    """One batch of events: returns (whether more may be waiting, ids of deliveries to queue).
+    """One batch of events: returns (whether more may be waiting, ids of deliveries created).
 
     With `enqueue`, a large fan-out is committed and handed to it in growing chunks, the
     first one job's worth, so that workers start on it while the rest is written; the ids
@@ -109,8 +108,6 @@ def relay_once(
         now = clock.now()
         budget = settings.attempt_budget
         rows: list[dict[str, Any]] = []
-        # Deliveries to paused webhooks: the sweeper queues them when the pause ends.
-        put_off: set[str] = set()
         built = created = 0
         chunk = settings.job_batch
         last = events[-1]
@@ -130,12 +127,9 @@ def relay_once(
                 form = (subscription.version, subscription.payload)
                 if form not in bodies:
                     bodies[form] = payloads.render(event, *form)
-                delivery = deliveries.new_delivery_row(
-                    event, subscription, now, budget, bodies[form], True, subscription.paused_until
+                rows.append(
+                    deliveries.new_delivery_row(event, subscription, now, budget, bodies[form])
                 )
-                if delivery["queued_until"] is None:
-                    put_off.add(delivery["id"])
-                rows.append(delivery)
                 built += 1
                 if enqueue is None or len(rows) < chunk:
                     continue
@@ -144,7 +138,7 @@ def relay_once(
                 ids = deliveries.insert_ignoring_duplicates(db, rows)
                 db.commit()
                 created += len(ids)
-                enqueue([i for i in ids if i not in put_off])
+                enqueue(ids)
                 rows, chunk = [], 2 * chunk
                 db.connection(execution_options=WRITE)
                 state = _locked_state(db)
@@ -154,7 +148,6 @@ def relay_once(
                     return True, []
         ids = deliveries.insert_ignoring_duplicates(db, rows)
         created += len(ids)
-        ids = [i for i in ids if i not in put_off]
         state.position = last.position
         state.updated_at = now
         db.commit()

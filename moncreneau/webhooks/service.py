@@ -60,7 +60,6 @@ class Subscriber(Protocol):
     events: list[str]
     version: str
     payload: str
-    paused_until: datetime | None
 
 
 def wants(subscription: Subscriber, event_type: str) -> bool:

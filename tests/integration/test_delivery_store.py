@@ -363,35 +363,6 @@ def test_a_paused_webhooks_deliveries_wait_unclaimed_until_the_pause_ends(
     assert (after.id, after.attempt) == (waiting.id, 1)
 
 
-@pytest.mark.parametrize("chunked", [False, True])
-def test_the_relay_leaves_a_paused_webhooks_new_deliveries_unqueued_until_the_pause_ends(
-    app: Flask, api: Api, department: dict[str, Any], settings: Settings, chunked: bool
-) -> None:
-    paused = api.post("/webhooks", HOOK).json["id"]
-    other = api.post("/webhooks", {**HOOK, "url": "https://example.org/other"}).json["id"]
-    until = _pause(app, paused, timedelta(minutes=1))
-    _book(api, department, 2)
-    handed: list[str] = []
-    if chunked:  # a fan-out handed to the queue a job at a time as it is written
-        _, rest = relay.relay_once(_sessions(app), settings.replace(job_batch=1), handed.extend)
-        handed += rest
-    else:
-        _, handed = relay.relay_once(_sessions(app), settings)
-    with write_session(_sessions(app)) as db:
-        columns = (Delivery.next_attempt_at, Delivery.queued_until, Delivery.attempts)
-        rows = list(db.execute(select(Delivery.id, Delivery.subscription_id, *columns)))
-        db.rollback()
-    put_off = [d for d in rows if d.subscription_id == paused]
-    assert sorted(handed) == sorted(d.id for d in rows if d.subscription_id == other)
-    assert len(put_off) == len(handed) == 2
-    assert {(d.next_attempt_at, d.queued_until, d.attempts) for d in put_off} == {(until, None, 0)}
-    # The sweeper queues them once the pause is over.
-    with write_session(_sessions(app)) as db:
-        assert not set(store.due_for_queue(db, datetime.now(UTC), 10)) & {d.id for d in put_off}
-        assert {d.id for d in put_off} <= set(store.due_for_queue(db, until, 10))
-        db.rollback()
-
-
 def _put_off(
     app: Flask, api: Api, department: dict[str, Any], settings: Settings
 ) -> tuple[int, str, datetime]:
