@@ -249,8 +249,8 @@ def change(
             allowed=settings.allowed_networks,
         )
         if url != subscription.url:
-            # The old address's failures say nothing of the new one: they would lengthen
-            # its next pause and bring its disabling closer.
+            # How long the old address has been failing says nothing of the new one: it
+            # would lengthen the next pause and bring the disabling closer.
             subscription.failing_since = None
         subscription.url = url
     if "events" in values:
