@@ -7,7 +7,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, and_, bindparam, case, insert, or_, select, text, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from moncreneau import bulk
@@ -77,18 +88,28 @@ def insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> 
     return list(result.scalars())
 
 
+# A webhook whose deliveries may go out (what it has paused aside).
+_LIVE = (WebhookSubscription.enabled.is_(True), WebhookSubscription.deleted_at.is_(None))
+
+
+def _open_and_unheld(now: Any) -> ColumnElement[bool]:
+    """Open, and held by no worker: a lease that ran out holds nothing."""
+    return and_(
+        Delivery.status.in_(OPEN),
+        or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+    )
+
+
 def due_for_queue(session: Session, now: datetime, limit: int) -> list[str]:
     """Open deliveries whose attempt is due and which no queue or worker holds."""
     query = (
         select(Delivery.id)
         .join(WebhookSubscription, WebhookSubscription.id == Delivery.subscription_id)
         .where(
-            Delivery.status.in_(OPEN),
+            _open_and_unheld(now),
             Delivery.next_attempt_at <= now,
             or_(Delivery.queued_until.is_(None), Delivery.queued_until < now),
-            or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
-            WebhookSubscription.enabled.is_(True),
-            WebhookSubscription.deleted_at.is_(None),
+            *_LIVE,
         )
         .order_by(Delivery.next_attempt_at)
         .limit(limit)
@@ -124,21 +145,16 @@ class Claimed:
 def _claim_statement() -> Any:
     now = bindparam("now", type_=UTCDateTime())
     until = bindparam("until", type_=UTCDateTime())
-    live = (WebhookSubscription.enabled.is_(True), WebhookSubscription.deleted_at.is_(None))
     paused = WebhookSubscription.paused_until > now
     not_paused = or_(WebhookSubscription.paused_until.is_(None), ~paused)
-    due = and_(
-        Delivery.status.in_(OPEN),
-        Delivery.next_attempt_at <= now,
-        or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
-    )
+    due = and_(_open_and_unheld(now), Delivery.next_attempt_at <= now)
     claimable = and_(
-        due, Delivery.subscription_id.in_(select(WebhookSubscription.id).where(*live, not_paused))
+        due, Delivery.subscription_id.in_(select(WebhookSubscription.id).where(*_LIVE, not_paused))
     )
     # A paused webhook's deliveries wait out its pause in the database, unsent and with no
     # attempt counted, where the sweeper finds them when it ends.
     deferred = and_(
-        due, Delivery.subscription_id.in_(select(WebhookSubscription.id).where(*live, paused))
+        due, Delivery.subscription_id.in_(select(WebhookSubscription.id).where(*_LIVE, paused))
     )
     pause_end = (
         select(WebhookSubscription.paused_until)
@@ -208,8 +224,7 @@ def due_now(session: Session, subscription_id: int, paused_until: datetime, now:
         update(Delivery)
         .where(
             Delivery.subscription_id == subscription_id,
-            Delivery.status.in_(OPEN),
-            or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+            _open_and_unheld(now),
             Delivery.next_attempt_at > now,
             Delivery.next_attempt_at <= paused_until,
         )
