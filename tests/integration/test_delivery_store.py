@@ -316,11 +316,14 @@ def _pause(app: Flask, webhook_id: int, failing_for: timedelta | None) -> dateti
         )
         pause_sending(db, webhook_id, now, PAUSE, MAX_PAUSE)
         db.commit()
-        until = db.scalar(
-            select(WebhookSubscription.paused_until).where(WebhookSubscription.id == webhook_id)
-        )
+    until = _webhook_column(app, webhook_id, WebhookSubscription.paused_until)
     assert until is not None
     return until
+
+
+def _webhook_column(app: Flask, webhook_id: int, column: Any) -> Any:
+    with _sessions(app)() as db:
+        return db.scalar(select(column).where(WebhookSubscription.id == webhook_id))
 
 
 def test_a_pause_lasts_as_long_as_the_webhook_has_failed_within_bounds_and_never_shrinks(
@@ -407,23 +410,17 @@ def test_a_change_a_test_a_retry_or_a_replay_ends_a_pause_and_what_it_put_off_is
     assert delivery_id in due
 
 
-def _failing_since(app: Flask, webhook_id: int) -> datetime | None:
-    with write_session(_sessions(app)) as db:
-        query = select(WebhookSubscription.failing_since)
-        return db.scalar(query.where(WebhookSubscription.id == webhook_id))
-
-
 def test_a_new_url_starts_without_the_old_ones_failures(app: Flask, api: Api) -> None:
     hook = api.post("/webhooks", HOOK).json["id"]
     _pause(app, hook, timedelta(hours=2))
-    failing_since = _failing_since(app, hook)
+    failing_since = _webhook_column(app, hook, WebhookSubscription.failing_since)
     assert failing_since is not None
     # The same URL, or another field: still the same endpoint, still failing.
     for body in ({"description": "checked"}, {"url": HOOK["url"]}):
         assert api.patch(f"/webhooks/{hook}", body).status_code == 200
-        assert _failing_since(app, hook) == failing_since
+        assert _webhook_column(app, hook, WebhookSubscription.failing_since) == failing_since
     assert api.patch(f"/webhooks/{hook}", {"url": "https://example.org/fixed"}).status_code == 200
-    assert _failing_since(app, hook) is None
+    assert _webhook_column(app, hook, WebhookSubscription.failing_since) is None
 
 
 def test_the_recorder_writes_attempts_hand_backs_and_pauses_in_one_batch(
