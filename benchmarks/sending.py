@@ -11,9 +11,9 @@ import urllib3
 
 from benchmarks.harness import Pipeline, Receiver, wait_until
 from moncreneau.config import Settings
+from moncreneau.delivery import signing
 from moncreneau.delivery.dispatcher import request_headers
 from moncreneau.delivery.store import Claimed
-from moncreneau.webhooks import signing
 
 
 @dataclass(frozen=True)

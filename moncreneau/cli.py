@@ -439,8 +439,8 @@ def deliveries_replay(
     org_id: int, webhook_id: int, since: datetime, until: datetime, dead_only: bool
 ) -> None:
     """Give failed and dead deliveries created in [--from, --to) one more attempt now."""
-    from moncreneau.delivery import log as delivery_log
     from moncreneau.delivery.store import DEAD, FAILED
+    from moncreneau.webhooks import deliveries as delivery_log
 
     statuses = (DEAD,) if dead_only else (FAILED, DEAD)
     with _transaction() as db:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, TypeVar
 
-from moncreneau.webhooks.signing import DEFAULT_TOLERANCE, moncreneau_signature, standard_signature
+from moncreneau.delivery.signing import DEFAULT_TOLERANCE, moncreneau_signature, standard_signature
 
 __all__ = [
     "Deduplicator",

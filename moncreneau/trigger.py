@@ -11,15 +11,15 @@ from sqlalchemy.orm import Session
 from moncreneau.appointments import service as appointments
 from moncreneau.clock import utcnow
 from moncreneau.config import Settings
+from moncreneau.delivery.endpoints import represent, wants
 from moncreneau.departments import service as departments
 from moncreneau.domain.errors import Invalid
-from moncreneau.domain.events import APPOINTMENT_EVENT_TYPES
+from moncreneau.domain.events import DISABLED_EVENT, EVENT_TYPES, TEST_EVENT
 from moncreneau.models import Department, EventRecord, WebhookSubscription
 from moncreneau.outbox import store
 from moncreneau.webhooks import service as webhooks
 
 SAMPLE_DEPARTMENT = "Sample department (moncreneau trigger)"
-TYPES = (*APPOINTMENT_EVENT_TYPES, webhooks.TEST_EVENT, webhooks.DISABLED_EVENT)
 # the commands that lead a fresh appointment to each event
 STEPS: dict[str, tuple[str, ...]] = {
     "appointment.created": (),
@@ -81,24 +81,26 @@ def trigger(
     With `webhook_id`, they go to that webhook only; else to every webhook of the
     organization that subscribes to them, like any event.
     """
-    if type_ not in TYPES:
-        raise Invalid.field("type", f"Unknown event type {type_!r}; choose among {list(TYPES)}.")
+    if type_ not in EVENT_TYPES:
+        raise Invalid.field(
+            "type", f"Unknown event type {type_!r}; choose among {list(EVENT_TYPES)}."
+        )
     target: WebhookSubscription | None = None
     if webhook_id is not None:
         target = webhooks.to_send_now(session, organization_id, webhook_id)
-        if type_ != webhooks.TEST_EVENT and not webhooks.wants(target, type_):
+        if type_ != TEST_EVENT and not wants(target, type_):
             raise Invalid.field(
                 "type", f"Webhook {webhook_id} does not subscribe to {type_}: {target.events}."
             )
     before = session.scalar(select(EventRecord.position).order_by(EventRecord.position.desc()))
-    if type_ == webhooks.TEST_EVENT:
+    if type_ == TEST_EVENT:
         targets = [target] if target else _enabled(session, organization_id)
         for subscription in targets:
             webhooks.send_test(session, organization_id, subscription.id, settings)
     else:
         session.info[store.DIRECTED_TO] = webhook_id
         try:
-            if type_ == webhooks.DISABLED_EVENT:
+            if type_ == DISABLED_EVENT:
                 _sample_disabled(session, organization_id, target)
             else:
                 _appointment_events(session, organization_id, type_)
@@ -133,7 +135,7 @@ def _sample_disabled(
 ) -> None:
     """What `webhook.disabled` looks like, about a webhook that stays enabled."""
     subject: dict[str, Any] = (
-        webhooks.represent(target)
+        represent(target)
         if target
         else {"id": 0, "url": "https://example.org/webhooks/moncreneau", "events": ["*"]}
     )
@@ -141,7 +143,7 @@ def _sample_disabled(
     store.append(
         session,
         organization_id=organization_id,
-        type=webhooks.DISABLED_EVENT,
+        type=DISABLED_EVENT,
         occurred_at=utcnow(),
         data={"webhookId": subject["id"], "reason": reason, "sample": True},
         object={**subject, "enabled": False, "disabledReason": reason},

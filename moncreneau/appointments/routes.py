@@ -21,6 +21,7 @@ from moncreneau.appointments.schemas import (
 from moncreneau.events.schemas import EventPage
 from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
 from moncreneau.idempotency import idempotent
+from moncreneau.outbox.payloads import envelope_v1
 from moncreneau.pagination import Page
 from moncreneau.web import (
     IF_MATCH_PATTERN,
@@ -32,7 +33,6 @@ from moncreneau.web import (
     page_schema,
     session,
 )
-from moncreneau.webhooks.payloads import envelope_v1
 
 blp = Blueprint(
     "appointments", __name__, url_prefix="/api/v1/appointments", description="Appointments"

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from moncreneau import clock, metrics
 from moncreneau.config import Settings
 from moncreneau.db import write_session
-from moncreneau.delivery import schedule, sender
+from moncreneau.delivery import schedule, sender, signing
+from moncreneau.delivery.endpoints import pause_sending, record_disabled
 from moncreneau.delivery.store import (
     DEAD,
     FAILED,
@@ -36,8 +37,6 @@ from moncreneau.delivery.store import (
     settle,
 )
 from moncreneau.models import WebhookSubscription
-from moncreneau.webhooks import signing
-from moncreneau.webhooks.service import pause_sending, record_disabled
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from moncreneau import clock
 from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory, write_session
 from moncreneau.delivery.dispatcher import Dispatcher
+from moncreneau.delivery.endpoints import secrets_of
 from moncreneau.delivery.store import QUEUE_LEASE, Claimed, claim
 from moncreneau.models import WebhookSubscription
 from moncreneau.secretbox import SecretBox, resolve_key
-from moncreneau.webhooks.service import secrets_of
 
 log = logging.getLogger(__name__)
 

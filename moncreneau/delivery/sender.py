@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from moncreneau.webhooks.urls import RefusedAddress, public_address
+from moncreneau.delivery.urls import RefusedAddress, public_address
 
 USER_AGENT = "MonCreneau-Webhooks/1.0"
 # Kept from each response for the delivery log.

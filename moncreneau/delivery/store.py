@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Boolean,
@@ -25,13 +25,21 @@ from moncreneau import bulk
 from moncreneau.db import UTCDateTime
 from moncreneau.ids import new_id
 from moncreneau.models import Delivery, DeliveryAttempt, EventRecord, WebhookSubscription
-from moncreneau.webhooks import payloads
-from moncreneau.webhooks.service import Subscriber
+from moncreneau.outbox import payloads
 
 PENDING, SUCCEEDED, FAILED, DEAD = "pending", "succeeded", "failed", "dead"
 OPEN = (PENDING, FAILED)
 # How long a delivery handed to the queue is left alone by the sweeper.
 QUEUE_LEASE = timedelta(seconds=30)
+
+
+class Subscriber(Protocol):
+    """What fan-out needs of a webhook: a subscription, or a row of its columns."""
+
+    id: int
+    events: list[str]
+    version: str
+    payload: str
 
 
 def new_delivery_row(

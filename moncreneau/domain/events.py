@@ -1,4 +1,4 @@
-"""Appointment events: frozen facts in the past tense, and their JSON form in the event store."""
+"""Events: appointment facts in the past tense, their stored JSON form, and every type name."""
 
 from __future__ import annotations
 
@@ -70,6 +70,14 @@ EVENT_CLASSES: dict[str, type[AppointmentEvent]] = {
     )
 }
 APPOINTMENT_EVENT_TYPES = tuple(EVENT_CLASSES)
+
+# Events of a webhook rather than of an appointment.
+TEST_EVENT = "webhook.test"
+DISABLED_EVENT = "webhook.disabled"
+# What a webhook may subscribe to (a test is sent to one endpoint on request, never fanned out).
+SUBSCRIBABLE = (*APPOINTMENT_EVENT_TYPES, DISABLED_EVENT)
+# Every type in the log.
+EVENT_TYPES = (*APPOINTMENT_EVENT_TYPES, TEST_EVENT, DISABLED_EVENT)
 
 
 def _encode_value(name: str, value: Any) -> Any:

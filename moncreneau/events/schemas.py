@@ -5,10 +5,8 @@ from __future__ import annotations
 import marshmallow as ma
 
 from moncreneau import examples
-from moncreneau.domain.events import APPOINTMENT_EVENT_TYPES
+from moncreneau.domain.events import EVENT_TYPES
 from moncreneau.web import page_args, page_schema
-
-EVENT_TYPES = (*APPOINTMENT_EVENT_TYPES, "webhook.test", "webhook.disabled")
 
 
 class EventData(ma.Schema):

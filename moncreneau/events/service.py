@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 from moncreneau.domain.errors import NotFound
 from moncreneau.fields import is_public_id
 from moncreneau.models import EventRecord
+from moncreneau.outbox.payloads import envelope_v1
 from moncreneau.pagination import Page, keyset_page
-from moncreneau.webhooks.payloads import envelope_v1
 
 
 def list_page(

@@ -28,16 +28,16 @@ from moncreneau.clock import utcnow
 from moncreneau.config import Settings
 from moncreneau.db import WRITE, write_session
 from moncreneau.delivery import store as deliveries
+from moncreneau.delivery.endpoints import wants
 from moncreneau.delivery.queueing import DeliveryQueue
+from moncreneau.delivery.store import Subscriber
 from moncreneau.models import (
     IDEMPOTENCY_RETENTION,
     IdempotencyRecord,
     RelayState,
     WebhookSubscription,
 )
-from moncreneau.outbox import store
-from moncreneau.webhooks import payloads
-from moncreneau.webhooks.service import Subscriber, wants
+from moncreneau.outbox import payloads, store
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from moncreneau import examples
-from moncreneau.delivery import log as delivery_log
 from moncreneau.domain.errors import Invalid
 from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
 from moncreneau.idempotency import idempotent
@@ -21,6 +20,7 @@ from moncreneau.web import (
     runtime,
     session,
 )
+from moncreneau.webhooks import deliveries as delivery_log
 from moncreneau.webhooks import service
 from moncreneau.webhooks.schemas import (
     DeliveryDetail,

@@ -15,9 +15,9 @@ from moncreneau.config import Settings
 from moncreneau.db import write_session
 from moncreneau.delivery import store
 from moncreneau.delivery.dispatcher import MAX_PAUSE, PAUSE, Recorder
+from moncreneau.delivery.endpoints import pause_sending
 from moncreneau.models import Delivery, IdempotencyRecord, WebhookSubscription
 from moncreneau.outbox import relay
-from moncreneau.webhooks.service import pause_sending
 from tests.conftest import Api
 
 HOOK = {"url": "https://example.org/hook", "events": ["*"]}
@@ -284,7 +284,7 @@ def test_replay_goes_in_bounded_steps_and_never_picks_the_same_delivery_twice(
     org: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from moncreneau.delivery import log
+    from moncreneau.webhooks import deliveries as log
 
     hook = api.post("/webhooks", HOOK).json
     _book(api, department, 5)

@@ -18,7 +18,7 @@ from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
 from examples.flask_receiver import Config, create_app, process_event
-from moncreneau.webhooks import signing
+from moncreneau.delivery import signing
 from tests import services
 from tests.samples import BODY, EVENT
 

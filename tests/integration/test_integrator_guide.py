@@ -29,14 +29,14 @@ from moncreneau.app import create_app
 from moncreneau.auth import keys
 from moncreneau.config import DEFAULT_RETRY_SCHEDULE, Settings
 from moncreneau.db import make_engine
-from moncreneau.delivery import dispatcher, schedule, sender
-from moncreneau.delivery import log as delivery_log
+from moncreneau.delivery import dispatcher, schedule, sender, signing
 from moncreneau.delivery import store as deliveries
+from moncreneau.domain.events import EVENT_TYPES as TYPES
 from moncreneau.migrate import upgrade
 from moncreneau.models import Delivery, EventRecord
+from moncreneau.outbox import payloads
 from moncreneau.outbox.relay import relay_once
-from moncreneau.trigger import TYPES
-from moncreneau.webhooks import payloads, signing
+from moncreneau.webhooks import deliveries as delivery_log
 from tests import services
 from tests.conftest import Api
 

@@ -12,9 +12,9 @@ from moncreneau.app import create_app
 from moncreneau.cli import cli
 from moncreneau.clock import utcnow
 from moncreneau.config import ConfigError
+from moncreneau.delivery.endpoints import secrets_of
 from moncreneau.models import IdempotencyRecord, WebhookSubscription
 from moncreneau.secretbox import SecretBox
-from moncreneau.webhooks.service import secrets_of
 from tests.conftest import Api, make_settings, new_organization
 
 

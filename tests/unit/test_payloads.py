@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from moncreneau.models import EventRecord
-from moncreneau.webhooks import payloads
+from moncreneau.outbox import payloads
 
 OBJECT = {
     "id": 12,

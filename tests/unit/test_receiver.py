@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from moncreneau import receiver
+from moncreneau.delivery import signing
 from moncreneau.receiver import (
     Deduplicator,
     MemoryStore,
@@ -28,7 +29,6 @@ from moncreneau.receiver import (
     WebhookVerificationError,
     verify,
 )
-from moncreneau.webhooks import signing
 from tests import services
 from tests.samples import BODY, EVENT
 
@@ -305,7 +305,7 @@ class Refuse(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, Refuse())
 from moncreneau.receiver import Deduplicator, MemoryStore, verify
-from moncreneau.webhooks.signing import signature_headers
+from moncreneau.delivery.signing import signature_headers
 
 body = b'{"id": "evt_1", "type": "appointment.created"}'
 secret = "whsec_" + "A" * 44

@@ -13,7 +13,7 @@ import standardwebhooks
 import svix.webhooks
 
 from moncreneau import receiver
-from moncreneau.webhooks import signing
+from moncreneau.delivery import signing
 
 BODY = b'{"id":"evt_1","type":"appointment.created","version":"2.0","data":{"object":{"id":7}}}'
 MSG_ID = "msg_01jd3k5q8c2v0t7m6x4yb9r1ze"

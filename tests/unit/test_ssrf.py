@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from moncreneau.delivery import sender
+from moncreneau.delivery.urls import RefusedAddress, check_url, is_public, public_address
 from moncreneau.domain.errors import Invalid
-from moncreneau.webhooks.urls import RefusedAddress, check_url, is_public, public_address
 
 
 @pytest.mark.parametrize(
