@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 
 from benchmarks import bare
-from benchmarks.harness import Pipeline, Spread, answers, free_port, pipeline, wait_until
+from benchmarks.harness import Pipeline, Spread, answers, pipeline
 from benchmarks.load import PROCESSES, THREADS, Load, Target, post_load
 from benchmarks.results import Row, Run
+from tests.services import free_port, wait_until
 
 # What `moncreneau api` defaults to on 2 cores (2 x cores + 1).
 API_WORKERS = 5

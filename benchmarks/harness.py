@@ -9,11 +9,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from moncreneau.db import make_engine, make_session_factory, write_session
 from moncreneau.listen import api_call
 from moncreneau.outbox import store
 from tests import services
+from tests.services import free_port, wait_until
 
 PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -37,27 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def log(message: str) -> None:
     print(message, flush=True)
-
-
-def wait_until(
-    condition: Callable[[], Any], timeout: float = 60.0, what: str = "", every: float = 0.02
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"not reached within {timeout:g}s: {what}")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http_json(url: str, method: str = "GET", timeout: float = 30.0) -> Any:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 from benchmarks.delivery import relaying
-from benchmarks.harness import Pipeline, Spread, book_one, log, pipeline, wait_until
+from benchmarks.harness import Pipeline, Spread, book_one, log, pipeline
 from benchmarks.results import Row, Run
+from tests.services import wait_until
 
 
 def fill_history(pipe: Pipeline, count: int) -> None:

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 
 import urllib3
 
-from benchmarks.harness import Pipeline, Receiver, wait_until
+from benchmarks.harness import Pipeline, Receiver
 from moncreneau.config import Settings
 from moncreneau.delivery import signing
 from moncreneau.delivery.dispatcher import request_headers
 from moncreneau.delivery.store import Claimed
+from tests.services import wait_until
 
 
 @dataclass(frozen=True)

@@ -40,15 +40,8 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """One migrated throwaway PostgreSQL database per test process, emptied between tests."""
-    problem = services.postgres_problem()
-    if problem:
-        services.unavailable("PostgreSQL", problem)
-    url = services.create_database("moncreneau_test")
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    services.drop_database(url)
+    with services.throwaway_database("moncreneau_test") as url:
+        yield url
 
 
 def _truncate(url: str) -> None:

@@ -1,14 +1,25 @@
-"""The real PostgreSQL and Redis servers the suite runs against, and throwaway databases."""
+"""The real PostgreSQL and Redis servers, throwaway databases, and waiting for processes.
+
+The benchmarks use the same plumbing.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from moncreneau.db import make_engine
+from moncreneau.migrate import upgrade
 
 PG_URL = os.environ.get(
     "MONCRENEAU_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -80,3 +91,40 @@ def drop_database(url: str, admin_url: str = PG_URL) -> None:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@contextmanager
+def throwaway_database(prefix: str, migrated: bool = True) -> Iterator[str]:
+    """A PostgreSQL database of its own (migrated to the latest schema), dropped afterwards."""
+    problem = postgres_problem()
+    if problem:
+        unavailable("PostgreSQL", problem)
+    url = create_database(prefix)
+    try:
+        if migrated:
+            engine = make_engine(url)
+            upgrade(engine)
+            engine.dispose()
+        yield url
+    finally:
+        drop_database(url)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float = 30.0, what: str = "", every: float = 0.05
+) -> Any:
+    """The condition's first true value; fails once `timeout` seconds pass without one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not reached within {timeout:g}s: {what}")

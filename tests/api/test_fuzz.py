@@ -18,8 +18,7 @@ from schemathesis.config import SchemathesisConfig
 from sqlalchemy import select
 
 from moncreneau.app import create_app
-from moncreneau.db import make_engine, make_session_factory
-from moncreneau.migrate import upgrade
+from moncreneau.db import make_session_factory
 from moncreneau.models import ApiKey
 from tests import services
 from tests.conftest import make_settings, new_organization
@@ -114,25 +113,18 @@ schema.app = TARGET
 @pytest.fixture(scope="module")
 def fuzzed_app() -> Iterator[Flask]:
     """The app on a PostgreSQL database of its own, whatever the fuzzer leaves behind in it."""
-    problem = services.postgres_problem()
-    if problem:
-        services.unavailable("PostgreSQL", problem)
-    url = services.create_database("moncreneau_fuzz")
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    app = create_app(make_settings(url))
-    organization = new_organization(app)["id"]
-    with make_session_factory(app.extensions["moncreneau"].sessions.kw["bind"])() as db:
-        key = db.scalars(select(ApiKey).where(ApiKey.organization_id == organization)).one()
-        key.prefix = API_KEY.rsplit("_", 1)[0]
-        key.key_hash = hashlib.sha256(API_KEY.encode()).hexdigest()
-        db.commit()
-    TARGET.app = app
-    yield app
-    TARGET.app = None
-    app.extensions["moncreneau"].sessions.kw["bind"].dispose()
-    services.drop_database(url)
+    with services.throwaway_database("moncreneau_fuzz") as url:
+        app = create_app(make_settings(url))
+        organization = new_organization(app)["id"]
+        with make_session_factory(app.extensions["moncreneau"].sessions.kw["bind"])() as db:
+            key = db.scalars(select(ApiKey).where(ApiKey.organization_id == organization)).one()
+            key.prefix = API_KEY.rsplit("_", 1)[0]
+            key.key_hash = hashlib.sha256(API_KEY.encode()).hexdigest()
+            db.commit()
+        TARGET.app = app
+        yield app
+        TARGET.app = None
+        app.extensions["moncreneau"].sessions.kw["bind"].dispose()
 
 
 def _headers_fit_the_spec(case: Any) -> bool:

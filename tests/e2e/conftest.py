@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,6 +19,7 @@ from moncreneau.listen import api_call
 from tests import services
 from tests.conftest import make_settings
 from tests.receiver import Receiver, start_receiver
+from tests.services import free_port, wait_until
 
 SECRET_KEY = "e2e-secret-key"
 DELIVERY_TIMEOUT = 2.0
@@ -134,23 +132,6 @@ def receiver() -> Iterator[Receiver]:
     rec = start_receiver()
     yield rec
     rec.server.shutdown()
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not reached within {timeout}s: {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # The same client `moncreneau listen` uses against a running MonCréneau.

@@ -10,7 +10,8 @@ from typing import Any
 from flask import Flask
 
 from tests.conftest import new_organization
-from tests.e2e.conftest import Processes, free_port, wait_until
+from tests.e2e.conftest import Processes
+from tests.services import free_port, wait_until
 
 
 def _get(url: str, key: str | None = None) -> tuple[int, Any]:

@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.conftest import Api
-from tests.e2e.conftest import DELIVERY_TIMEOUT, Processes, wait_until
+from tests.e2e.conftest import DELIVERY_TIMEOUT, Processes
 from tests.receiver import Behaviour, Received, Receiver, answer, drip, hang, sequence, stream
+from tests.services import wait_until
 from tests.verify import assert_verified
 
 # Far longer than the delivery timeout: only the worker's deadline can end these requests.

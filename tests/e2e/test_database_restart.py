@@ -24,9 +24,10 @@ from moncreneau.db import make_engine, make_session_factory
 from moncreneau.migrate import upgrade
 from tests import postgres_cluster, services
 from tests.conftest import Api, make_settings
-from tests.e2e.conftest import SECRET_KEY, Processes, free_port, pipeline_env, wait_until
+from tests.e2e.conftest import SECRET_KEY, Processes, pipeline_env
 from tests.postgres_cluster import Cluster
 from tests.receiver import Receiver
+from tests.services import free_port, wait_until
 
 CLIENTS = 8
 # No answer may take longer, outage or not: a request must never hang on a dead database.

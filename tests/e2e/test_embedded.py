@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tests.e2e.conftest import call, wait_until
+from tests.e2e.conftest import call
 from tests.receiver import Receiver
+from tests.services import wait_until
 from tests.verify import assert_verified
 
 

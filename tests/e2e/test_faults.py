@@ -19,8 +19,9 @@ from moncreneau.delivery.queueing import rq_queue
 from moncreneau.delivery.store import QUEUE_LEASE
 from tests import services
 from tests.conftest import Api
-from tests.e2e.conftest import Processes, free_port, wait_until
+from tests.e2e.conftest import Processes
 from tests.receiver import Behaviour, Received, Receiver, answer, sequence, start_receiver
+from tests.services import free_port, wait_until
 from tests.verify import assert_verified
 
 DELIVERY = "X-Moncreneau-Delivery"

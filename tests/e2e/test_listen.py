@@ -8,8 +8,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.e2e.conftest import call, free_port, wait_until
+from tests.e2e.conftest import call
 from tests.receiver import Receiver
+from tests.services import free_port, wait_until
 from tests.verify import assert_verified
 
 

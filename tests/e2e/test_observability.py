@@ -9,8 +9,9 @@ from typing import Any
 from flask import Flask
 
 from tests.conftest import Api, new_organization
-from tests.e2e.conftest import Processes, free_port, wait_until
+from tests.e2e.conftest import Processes
 from tests.receiver import Receiver, answer
+from tests.services import free_port, wait_until
 
 
 def samples(url: str) -> dict[str, float]:

@@ -8,8 +8,9 @@ from flask import Flask
 from sqlalchemy import text
 
 from tests.conftest import Api, new_organization
-from tests.e2e.conftest import Processes, wait_until
+from tests.e2e.conftest import Processes
 from tests.receiver import Receiver
+from tests.services import wait_until
 from tests.verify import assert_verified
 
 

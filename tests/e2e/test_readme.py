@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import free_port, wait_until
+from tests.services import free_port, wait_until
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # `<!-- run -->`, `<!-- run in background: NAME -->` or `<!-- expect from: NAME -->`,

@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from tests.conftest import Api
-from tests.e2e.conftest import Processes, wait_until
+from tests.e2e.conftest import Processes
 from tests.receiver import Receiver, answer, sequence
+from tests.services import wait_until
 
 
 def test_a_database_dump_and_every_log_hold_no_key_or_secret_in_clear(

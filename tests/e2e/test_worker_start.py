@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from tests.e2e.conftest import Processes, wait_until
+from tests.e2e.conftest import Processes
+from tests.services import wait_until
 
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/test"
 

@@ -16,7 +16,7 @@ from moncreneau.app import create_app
 from moncreneau.db import CONNECT_TIMEOUT, make_engine, make_session_factory
 from moncreneau.web import session
 from tests.conftest import Api, make_settings
-from tests.e2e.conftest import free_port
+from tests.services import free_port
 
 pytestmark = pytest.mark.postgres
 

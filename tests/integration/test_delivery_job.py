@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from moncreneau.db import make_engine, make_session_factory
 from moncreneau.delivery import jobs
 from tests.conftest import make_settings
-from tests.e2e.conftest import free_port
+from tests.services import free_port
 
 
 def _context(url: str) -> jobs.DeliveryContext:

@@ -358,12 +358,8 @@ StoreFactory = Callable[[], Store]
 
 @pytest.fixture(scope="module")
 def postgres_dsn() -> Iterator[str]:
-    problem = services.postgres_problem()
-    if problem:
-        services.unavailable("PostgreSQL", problem)
-    url = services.create_database("moncreneau_receiver")
-    yield make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    services.drop_database(url)
+    with services.throwaway_database("moncreneau_receiver", migrated=False) as url:
+        yield make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
