@@ -1,22 +1,20 @@
-"""Running the Alembic migrations in `migrations/` from code and from the command line."""
+"""Running the Alembic migrations shipped in the package, from code and from the command line."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# A package resource, so that an installed wheel finds them as well as a checkout does.
+MIGRATIONS = "moncreneau:migrations"
 
 
 def alembic_config(database_url: str) -> Config:
-    if not (MIGRATIONS / "env.py").is_file():
-        raise RuntimeError(f"migrations not found at {MIGRATIONS}; install with `pip install -e .`")
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", MIGRATIONS)
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 
