@@ -15,7 +15,7 @@ API_WORKERS = 5
 
 
 def start_bare(pipe: Pipeline, workers: int) -> str:
-    """The bare app under gunicorn with the options of moncreneau/server.py."""
+    """The bare app under gunicorn with the options of moncreneau/ops/server.py."""
     bare.create_table(pipe.database_url)
     port = free_port()
     argv = [

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from moncreneau.db import make_engine, make_session_factory, write_session
-from moncreneau.listen import api_call
+from moncreneau.integrator.listen import api_call
 from moncreneau.outbox import store
 from tests import services
 from tests.services import free_port, wait_until

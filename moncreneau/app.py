@@ -7,11 +7,12 @@ from typing import Any
 
 from flask import Flask
 
-from moncreneau import errors, examples, logs, ratelimit, web
+from moncreneau.api import errors, examples, ratelimit, web
+from moncreneau.api.fields import MAX_ID, IdConverter
 from moncreneau.auth.keys import KeyCache
 from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory
-from moncreneau.fields import MAX_ID, IdConverter
+from moncreneau.ops import logs
 
 API_DESCRIPTION = """\
 Book appointments and follow every change through signed webhooks.
@@ -173,10 +174,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["moncreneau"] = runtime
 
+    from moncreneau.api.health import blp as health
     from moncreneau.appointments.routes import blp as appointments
     from moncreneau.departments.routes import blp as departments
     from moncreneau.events.routes import blp as events
-    from moncreneau.health import blp as health
     from moncreneau.webhooks.routes import blp as webhooks
 
     app.url_map.converters["id"] = IdConverter

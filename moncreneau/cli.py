@@ -17,12 +17,12 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, routes_command, shell_command
 from sqlalchemy.orm import Session
 
-from moncreneau import logs
+from moncreneau.api.web import runtime
 from moncreneau.app import create_app
 from moncreneau.auth import keys
 from moncreneau.db import write_session
 from moncreneau.domain.errors import DomainError
-from moncreneau.web import runtime
+from moncreneau.ops import logs
 
 
 @contextmanager
@@ -43,7 +43,7 @@ def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
 
 
 def _upgrade_database() -> None:
-    from moncreneau.migrate import upgrade
+    from moncreneau.ops.migrate import upgrade
 
     upgrade(runtime().sessions.kw["bind"])
 
@@ -136,7 +136,7 @@ _metrics_host = click.option(
 
 def _serve_metrics(host: str, port: int | None) -> None:
     if port is not None:
-        from moncreneau import metrics
+        from moncreneau.ops import metrics
 
         metrics.serve(port, host)
         click.echo(f"metrics on http://{host}:{port}/metrics")
@@ -197,7 +197,7 @@ def worker_command(burst: bool, metrics_port: int | None, metrics_host: str) -> 
 )
 def api_command(host: str, port: int, workers: int) -> None:
     """Serve the API with gunicorn (production; run `moncreneau db upgrade` first)."""
-    from moncreneau.server import serve
+    from moncreneau.ops.server import serve
 
     serve(host, port, workers)
 
@@ -246,7 +246,7 @@ def listen_command(
     With --api and --key it subscribes itself (the server must allow private URLs) and
     deletes that webhook when stopped. POST /_listen/fail?count=N to fail the next N.
     """
-    from moncreneau.listen import FAIL_PATH, Listener, api_call, serve
+    from moncreneau.integrator.listen import FAIL_PATH, Listener, api_call, serve
 
     listener = Listener(secret, click.echo, forward_to, fail_next)
     server = serve(host, port, listener)
@@ -307,7 +307,7 @@ def trigger_command(event_type: str, org_id: int, webhook_id: int | None) -> Non
     a month ahead, then changed as TYPE needs), so a cancellation comes after its booking.
     A running `moncreneau run`, or relay and worker, delivers them.
     """
-    from moncreneau.trigger import trigger
+    from moncreneau.integrator.trigger import trigger
 
     rt = runtime()
     with _transaction() as db:

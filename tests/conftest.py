@@ -19,7 +19,7 @@ from moncreneau.app import create_app
 from moncreneau.auth import keys
 from moncreneau.config import Settings
 from moncreneau.db import Base, make_engine, make_session_factory
-from moncreneau.migrate import upgrade
+from moncreneau.ops.migrate import upgrade
 from tests import services
 
 BACKENDS = ["sqlite", "postgresql"]

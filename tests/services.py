@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from moncreneau.db import make_engine
-from moncreneau.migrate import upgrade
+from moncreneau.ops.migrate import upgrade
 
 PG_URL = os.environ.get(
     "MONCRENEAU_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -8,7 +8,19 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from moncreneau import examples
+from moncreneau.api import examples
+from moncreneau.api.idempotency import DOC as IDEMPOTENCY_DOC
+from moncreneau.api.idempotency import idempotent
+from moncreneau.api.web import (
+    IF_MATCH_PATTERN,
+    etag,
+    expected_versions,
+    organization_id,
+    page_args,
+    page_response,
+    page_schema,
+    session,
+)
 from moncreneau.appointments import service
 from moncreneau.appointments.schemas import (
     Appointment,
@@ -19,20 +31,8 @@ from moncreneau.appointments.schemas import (
     NoBody,
 )
 from moncreneau.events.schemas import EventPage
-from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
-from moncreneau.idempotency import idempotent
 from moncreneau.outbox.payloads import envelope_v1
 from moncreneau.pagination import Page
-from moncreneau.web import (
-    IF_MATCH_PATTERN,
-    etag,
-    expected_versions,
-    organization_id,
-    page_args,
-    page_response,
-    page_schema,
-    session,
-)
 
 blp = Blueprint(
     "appointments", __name__, url_prefix="/api/v1/appointments", description="Appointments"

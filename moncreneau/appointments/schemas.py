@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from moncreneau.api.fields import MAX_ID, DateTime, Email, Id, StrictInteger, Text
 from moncreneau.departments.schemas import not_blank
 from moncreneau.domain.appointments import Status
-from moncreneau.fields import MAX_ID, DateTime, Email, Id, StrictInteger, Text
 
 DATE_TIME_HELP = (
     "ISO 8601 start time. Without an offset it is local time in the department's time zone; "

@@ -21,7 +21,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from moncreneau import clock, metrics
+from moncreneau import clock
 from moncreneau.config import Settings
 from moncreneau.db import write_session
 from moncreneau.delivery import schedule, sender, signing
@@ -37,6 +37,7 @@ from moncreneau.delivery.store import (
     settle,
 )
 from moncreneau.models import WebhookSubscription
+from moncreneau.ops import metrics
 
 log = logging.getLogger(__name__)
 

@@ -5,17 +5,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Protocol
 
+from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
 from moncreneau.config import Settings
-from moncreneau.queue import redis_connection
 
 log = logging.getLogger(__name__)
 
 JOB = "moncreneau.delivery.jobs.deliver"
+
+
+@cache
+def redis_connection(url: str) -> Redis:
+    """One connection pool per Redis URL and process."""
+    return Redis.from_url(
+        url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+    )
 
 
 def chunks(ids: list[str], size: int) -> Iterable[list[str]]:

@@ -7,12 +7,12 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from moncreneau import examples
+from moncreneau.api import examples
+from moncreneau.api.idempotency import DOC as IDEMPOTENCY_DOC
+from moncreneau.api.idempotency import idempotent
+from moncreneau.api.web import organization_id, page_args, page_response, session
 from moncreneau.departments import service
 from moncreneau.departments.schemas import Department, DepartmentCreate, DepartmentPage
-from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
-from moncreneau.idempotency import idempotent
-from moncreneau.web import organization_id, page_args, page_response, session
 
 blp = Blueprint(
     "departments", __name__, url_prefix="/api/v1/departments", description="Departments"

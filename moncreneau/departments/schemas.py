@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import marshmallow as ma
 
+from moncreneau.api.fields import StrictInteger, Text
+from moncreneau.api.web import page_schema
 from moncreneau.departments.service import zones
-from moncreneau.fields import StrictInteger, Text
-from moncreneau.web import page_schema
 
 
 def not_blank(value: str) -> None:

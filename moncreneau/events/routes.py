@@ -7,10 +7,10 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from moncreneau import examples
+from moncreneau.api import examples
+from moncreneau.api.web import organization_id, page_response, session
 from moncreneau.events import service
 from moncreneau.events.schemas import Event, EventPage, EventQuery
-from moncreneau.web import organization_id, page_response, session
 
 blp = Blueprint("events", __name__, url_prefix="/api/v1/events", description="Events")
 

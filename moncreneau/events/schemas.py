@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from moncreneau import examples
+from moncreneau.api import examples
+from moncreneau.api.web import page_args, page_schema
 from moncreneau.domain.events import EVENT_TYPES
-from moncreneau.web import page_args, page_schema
 
 
 class EventData(ma.Schema):

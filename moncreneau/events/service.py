@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from moncreneau.api.fields import is_public_id
 from moncreneau.domain.errors import NotFound
-from moncreneau.fields import is_public_id
 from moncreneau.models import EventRecord
 from moncreneau.outbox.payloads import envelope_v1
 from moncreneau.pagination import Page, keyset_page

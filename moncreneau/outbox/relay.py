@@ -15,15 +15,14 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from moncreneau import clock, metrics
+from moncreneau import clock
 from moncreneau.clock import utcnow
 from moncreneau.config import Settings
 from moncreneau.db import WRITE, write_session
@@ -32,11 +31,10 @@ from moncreneau.delivery.endpoints import wants
 from moncreneau.delivery.queueing import DeliveryQueue
 from moncreneau.delivery.store import Subscriber
 from moncreneau.models import (
-    IDEMPOTENCY_RETENTION,
-    IdempotencyRecord,
     RelayState,
     WebhookSubscription,
 )
+from moncreneau.ops import housekeeping, metrics
 from moncreneau.outbox import payloads, store
 
 log = logging.getLogger(__name__)
@@ -163,25 +161,11 @@ def relay_once(
     return more, ids
 
 
-def _forget_idempotency_keys(db: Session, now: datetime, limit: int) -> None:
-    expired = select(IdempotencyRecord.id).where(
-        IdempotencyRecord.created_at < now - IDEMPOTENCY_RETENTION
-    )
-    ids = list(db.scalars(expired.limit(limit)))
-    if ids:
-        db.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(ids)))
-
-
 def sweep(sessions: sessionmaker[Session], limit: int = 5000) -> list[str]:
-    """Deliveries that are due and held by no queue or worker (retries, lost jobs).
-
-    Also forgets idempotency keys past their retention, a bounded batch at a time.
-    """
+    """Deliveries that are due and held by no queue or worker (retries, lost jobs)."""
     with write_session(sessions) as db:
         # Not `utcnow()`: a retry due in half a second must not wait for the next whole one.
-        now = clock.now()
-        ids = deliveries.due_for_queue(db, now, limit)
-        _forget_idempotency_keys(db, now, limit=1000)
+        ids = deliveries.due_for_queue(db, clock.now(), limit)
         db.commit()
     return ids
 
@@ -244,7 +228,7 @@ def _loop(
     stop: threading.Event,
     waker: Waker,
 ) -> None:
-    last_sweep = 0.0
+    last_sweep = last_housekeeping = 0.0
     pause = 0.5
     while not stop.is_set():
         more = False
@@ -265,6 +249,13 @@ def _loop(
                 last_sweep = time.monotonic()
             except Exception:
                 log.exception("sweeping due deliveries failed")
+                failed = True
+        if time.monotonic() - last_housekeeping >= housekeeping.EVERY_SECONDS:
+            try:
+                housekeeping.run_once(sessions)
+                last_housekeeping = time.monotonic()
+            except Exception:
+                log.exception("housekeeping failed")
                 failed = True
         if failed:
             stop.wait(pause)

@@ -10,10 +10,10 @@ from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from moncreneau import clock
+from moncreneau.api.fields import is_public_id
 from moncreneau.clock import iso_utc, utcnow
 from moncreneau.delivery.store import DEAD, FAILED, OPEN, PENDING
 from moncreneau.domain.errors import Conflict, NotFound
-from moncreneau.fields import is_public_id
 from moncreneau.models import Delivery, DeliveryAttempt
 from moncreneau.pagination import Page, keyset_page
 from moncreneau.webhooks.service import find as find_subscription

@@ -8,11 +8,10 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from moncreneau import examples
-from moncreneau.domain.errors import Invalid
-from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
-from moncreneau.idempotency import idempotent
-from moncreneau.web import (
+from moncreneau.api import examples
+from moncreneau.api.idempotency import DOC as IDEMPOTENCY_DOC
+from moncreneau.api.idempotency import idempotent
+from moncreneau.api.web import (
     enqueue_after_commit,
     organization_id,
     page_args,
@@ -20,6 +19,7 @@ from moncreneau.web import (
     runtime,
     session,
 )
+from moncreneau.domain.errors import Invalid
 from moncreneau.webhooks import deliveries as delivery_log
 from moncreneau.webhooks import service
 from moncreneau.webhooks.schemas import (

@@ -6,13 +6,13 @@ from typing import Any
 
 import marshmallow as ma
 
-from moncreneau import examples
+from moncreneau.api import examples
+from moncreneau.api.fields import AwareDateTime, Pattern, StrictBoolean, Text
+from moncreneau.api.web import page_args, page_schema
 from moncreneau.delivery import urls
 from moncreneau.delivery.store import DEAD, FAILED, PENDING, SUCCEEDED
 from moncreneau.domain.events import SUBSCRIBABLE
-from moncreneau.fields import AwareDateTime, Pattern, StrictBoolean, Text
 from moncreneau.outbox import payloads
-from moncreneau.web import page_args, page_schema
 
 EVENTS_HELP = f'Event types to receive, or `["*"]` for all: {", ".join(SUBSCRIBABLE)}.'
 VERSION_HELP = (

@@ -13,9 +13,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from moncreneau import logs
 from moncreneau.app import create_app
 from moncreneau.config import ConfigError, Settings
+from moncreneau.ops import logs
 from tests.conftest import Api, make_settings
 
 _SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from moncreneau.config import Settings
-from moncreneau.listen import api_call
+from moncreneau.integrator.listen import api_call
 from tests import services
 from tests.conftest import make_settings
 from tests.receiver import Receiver, start_receiver

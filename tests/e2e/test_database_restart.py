@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 from moncreneau.app import create_app
 from moncreneau.auth import keys
 from moncreneau.db import make_engine, make_session_factory
-from moncreneau.migrate import upgrade
+from moncreneau.ops.migrate import upgrade
 from tests import postgres_cluster, services
 from tests.conftest import Api, make_settings
 from tests.e2e.conftest import SECRET_KEY, Processes, pipeline_env

@@ -12,9 +12,9 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from moncreneau.api.web import session
 from moncreneau.app import create_app
 from moncreneau.db import CONNECT_TIMEOUT, make_engine, make_session_factory
-from moncreneau.web import session
 from tests.conftest import Api, make_settings
 from tests.services import free_port
 

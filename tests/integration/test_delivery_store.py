@@ -17,6 +17,7 @@ from moncreneau.delivery import store
 from moncreneau.delivery.dispatcher import MAX_PAUSE, PAUSE, Recorder
 from moncreneau.delivery.endpoints import pause_sending
 from moncreneau.models import Delivery, IdempotencyRecord, WebhookSubscription
+from moncreneau.ops import housekeeping
 from moncreneau.outbox import relay
 from tests.conftest import Api
 
@@ -259,7 +260,7 @@ def test_a_large_fan_out_is_handed_over_in_growing_committed_chunks_and_survives
     assert set(new) == stored - {i for ids in handed for i in ids}
 
 
-def test_the_sweep_forgets_idempotency_keys_past_their_retention(
+def test_housekeeping_forgets_idempotency_keys_past_their_retention(
     app: Flask, api: Api, engine: Engine
 ) -> None:
     for key in ("old", "new"):
@@ -270,7 +271,7 @@ def test_the_sweep_forgets_idempotency_keys_past_their_retention(
             .where(IdempotencyRecord.key == "old")
             .values(created_at=datetime.now(UTC) - timedelta(hours=25))
         )
-    relay.sweep(_sessions(app))
+    housekeeping.run_once(_sessions(app))
     with engine.connect() as conn:
         keys = conn.execute(text("SELECT key FROM idempotency_keys")).scalars().all()
     assert keys == ["new"]

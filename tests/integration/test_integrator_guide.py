@@ -32,8 +32,8 @@ from moncreneau.db import make_engine
 from moncreneau.delivery import dispatcher, schedule, sender, signing
 from moncreneau.delivery import store as deliveries
 from moncreneau.domain.events import EVENT_TYPES as TYPES
-from moncreneau.migrate import upgrade
 from moncreneau.models import Delivery, EventRecord
+from moncreneau.ops.migrate import upgrade
 from moncreneau.outbox import payloads
 from moncreneau.outbox.relay import relay_once
 from moncreneau.webhooks import deliveries as delivery_log

@@ -9,9 +9,9 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, request, send_from_directory
 from sqlalchemy import text
 
-from moncreneau import metrics
-from moncreneau.errors import error_response
-from moncreneau.web import runtime
+from moncreneau.api.errors import error_response
+from moncreneau.api.web import runtime
+from moncreneau.ops import metrics
 
 blp = Blueprint("health", __name__)
 
@@ -41,7 +41,7 @@ def readyz() -> Response:
         checks["database"] = f"unavailable: {error.__class__.__name__}"
     if rt.settings.redis_url:
         try:
-            from moncreneau.queue import redis_connection
+            from moncreneau.delivery.queueing import redis_connection
 
             redis_connection(rt.settings.redis_url).ping()
             checks["redis"] = "ok"

@@ -12,10 +12,10 @@ from typing import Any
 from flask import Response, make_response, request
 from sqlalchemy import delete, select, text
 
+from moncreneau.api.errors import error_response
+from moncreneau.api.web import organization_id, runtime, session
 from moncreneau.clock import utcnow
-from moncreneau.errors import error_response
 from moncreneau.models import IDEMPOTENCY_RETENTION, IdempotencyRecord
-from moncreneau.web import organization_id, runtime, session
 
 HEADER = "Idempotency-Key"
 # Printable ASCII without surrounding spaces, which HTTP would strip on the way.

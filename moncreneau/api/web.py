@@ -16,14 +16,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from moncreneau import logs, metrics
+from moncreneau.api.errors import database_error_response, error_response
+from moncreneau.api.fields import Pattern
 from moncreneau.auth import keys
 from moncreneau.config import Settings
 from moncreneau.db import write_session
 from moncreneau.delivery.queueing import DeliveryQueue, make_queue
 from moncreneau.domain.errors import Invalid
-from moncreneau.errors import database_error_response, error_response
-from moncreneau.fields import Pattern
+from moncreneau.ops import logs, metrics
 from moncreneau.pagination import Page, cursor_pattern
 from moncreneau.secretbox import SecretBox, resolve_key
 

@@ -12,8 +12,8 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
-from moncreneau import logs, metrics
 from moncreneau.config import Settings
+from moncreneau.ops import logs, metrics
 
 
 class _Gunicorn(BaseApplication):

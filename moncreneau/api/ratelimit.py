@@ -6,8 +6,8 @@ from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from moncreneau.api.web import API_PREFIX, PUBLIC_PATHS
 from moncreneau.config import Settings
-from moncreneau.web import API_PREFIX, PUBLIC_PATHS
 
 
 def _bucket() -> str:

@@ -1,0 +1,1 @@
+"""The HTTP layer the resource blueprints share: request context, errors, fields, keys."""

@@ -1,0 +1,1 @@
+"""Running the processes: logs, metrics, the gunicorn server, migrations, housekeeping."""
