@@ -21,7 +21,7 @@ from moncreneau.delivery.dispatcher import (
     RELEASE_DELAY,
     Dispatcher,
 )
-from moncreneau.delivery.store import Claimed
+from moncreneau.delivery.store import FAILED, Claimed, Settlement
 from tests.conftest import make_settings
 from tests.receiver import Received, Receiver, answer, hang, sequence, start_receiver
 
@@ -158,3 +158,34 @@ def test_a_full_line_behind_an_endpoint_that_answers_waits_for_room_instead_of_g
     assert sorted(r.headers["X-Moncreneau-Delivery"] for r in receiver.received) == sorted(
         f"msg_{n}" for n in range(2 * held + 1)
     )
+
+
+def test_an_unreadable_retry_after_is_a_recorded_attempt_and_frees_its_place(
+    receiver: Receiver, dispatching: tuple[Dispatcher, Released], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dispatcher, released = dispatching
+    recorded: list[Settlement] = []
+    record = dispatcher.recorder.add
+
+    def add(settlement: Settlement) -> None:
+        recorded.append(settlement)
+        record(settlement)
+
+    monkeypatch.setattr(dispatcher.recorder, "add", add)
+    # "\u00b2" is a digit to str.isdigit(), not to float(); it goes out as the byte 0xb2.
+    odd = receiver.on("odd", answer(429, b"slow down", {"Retry-After": "\u00b2"}))
+    # Twice the endpoint's cap: half of them wait for a place the first ones must free.
+    dispatcher.submit([_claimed(n, odd, 60.0) for n in range(2 * CAP)])
+    assert dispatcher.drain(TIMEOUT)
+    assert dispatcher.in_flight == 0
+    assert released == []
+    assert len(receiver.received) == 2 * CAP
+    assert sorted(s.claimed.id for s in recorded) == [f"msg_{n}" for n in range(2 * CAP)]
+    for settlement in recorded:
+        assert (settlement.status, settlement.status_code) == (FAILED, 429)
+        assert settlement.next_attempt_at is not None
+    # The endpoint's places are all free: the next deliveries go out at once.
+    healthy = receiver.on("healthy", answer(200))
+    dispatcher.submit([_claimed(n, healthy, 60.0) for n in range(2 * CAP, 3 * CAP)])
+    assert dispatcher.drain(TIMEOUT)
+    assert len(receiver.at("healthy")) == CAP
