@@ -18,10 +18,12 @@ from moncreneau.webhooks.urls import RefusedAddress, public_address
 USER_AGENT = "MonCreneau-Webhooks/1.0"
 # Kept from each response for the delivery log.
 EXCERPT_BYTES = 1024
-# Read at most this much of a response body; the rest is dropped with the connection.
+# Read at most this much of an answer, every byte counted: status line, headers, body, chunk
+# framing and trailers. An answer that has not ended by then is no answer.
 MAX_READ_BYTES = 64 * 1024
-# A status line and headers longer than this are no answer.
-MAX_HEAD_BYTES = 64 * 1024
+# A body is cut once this much of it has arrived, well within MAX_READ_BYTES: the rest is
+# dropped with the connection, and the status still counts.
+MAX_BODY_BYTES = 32 * 1024
 # Connecting gets at most this much of the request's deadline.
 CONNECT_SECONDS = 5.0
 # Idle keep-alive connections older than this are closed rather than reused.
@@ -92,7 +94,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[_Answer] | None = None
         self._answer = _Answer()
-        self._head_bytes = 0
+        self._read = 0  # bytes of the current response read so far
         self.answered = False  # any byte of the current response arrived
 
     # --- asyncio.Protocol ---
@@ -107,6 +109,13 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.answered = True
+        # Nothing past the cap reaches the parser, which copies a header or trailer line
+        # each time it grows.
+        room = MAX_READ_BYTES - self._read
+        over = len(data) > room
+        if over:
+            data = data[:room]
+        self._read += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -115,10 +124,11 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as error:
             self._fail(ProtocolError(str(error) or error.__class__.__name__))
             return
-        if self._answer.status is None and not self._waiter.done():
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._fail(ProtocolError(f"headers longer than {MAX_HEAD_BYTES} bytes"))
+        if over:
+            # Unless the answer ended within the cap (the bytes dropped then make the
+            # connection unusable), its headers, chunk framing or trailers ran past it.
+            part = "headers" if self._answer.status is None else "answer"
+            self._fail(ProtocolError(f"{part} longer than {MAX_READ_BYTES} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -134,7 +144,14 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks ---
 
+    def on_message_begin(self) -> None:
+        if self._waiter is None or self._waiter.done():
+            # Bytes after the answer, in the same read: the connection's framing is lost.
+            self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._answer.status is not None:
+            return  # a trailer: it may not change how the answer is read
         lowered = name.lower()
         if lowered == b"retry-after":
             self._answer.retry_after = value.decode("latin-1")
@@ -161,7 +178,7 @@ class _Connection(asyncio.Protocol):
         if room > 0:
             answer.excerpt += body[:room]
         answer.received += len(body)
-        if answer.received >= MAX_READ_BYTES:
+        if answer.received >= MAX_BODY_BYTES:
             self._finish(reusable=False)
 
     def on_message_complete(self) -> None:
@@ -174,7 +191,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._waiter = asyncio.get_running_loop().create_future()
         self._answer = _Answer()
-        self._head_bytes = 0
+        self._read = 0
         self.answered = False
         self.transport.write(request)
         return self._waiter

@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from moncreneau.delivery.sender import (
     EXCERPT_BYTES,
-    MAX_HEAD_BYTES,
+    MAX_BODY_BYTES,
     MAX_READ_BYTES,
     Client,
     Response,
@@ -297,14 +297,14 @@ def test_headers_longer_than_the_limit_are_an_invalid_response(serve: Serve) -> 
         peer.read_request()
         peer.send(b"HTTP/1.1 200 OK\r\n")
         line = b"X-Padding: " + b"a" * 1000 + b"\r\n"
-        for _ in range(MAX_HEAD_BYTES // len(line) + 2):
+        for _ in range(MAX_READ_BYTES // len(line) + 2):
             peer.send(line)
         peer.server.stopped.wait()
 
     server = serve(handler)
     response = post(server.url(), timeout=5)
     assert response.status_code is None
-    assert response.error == f"invalid response: headers longer than {MAX_HEAD_BYTES} bytes"
+    assert response.error == f"invalid response: headers longer than {MAX_READ_BYTES} bytes"
     assert response.duration_ms < 4000
 
 
@@ -316,16 +316,90 @@ def test_garbage_bytes_are_an_invalid_response(serve: Serve) -> None:
     assert response.error.startswith("invalid response"), response.error
 
 
+def _chunked(body: bytes, size: int) -> bytes:
+    chunks = [body[i : i + size] for i in range(0, len(body), size)]
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + framed + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing", ["Content-Length", "chunks of 100 bytes"])
 def test_a_body_over_the_read_limit_is_cut_to_an_excerpt_and_drops_the_connection(
-    serve: Serve,
+    serve: Serve, framing: str
 ) -> None:
     size = 1024 * 1024
-    assert size > MAX_READ_BYTES
-    server = serve(answering(ok(b"a" * size)))
+    assert size > MAX_READ_BYTES > MAX_BODY_BYTES
+    body = b"a" * size
+    server = serve(answering(ok(body) if framing == "Content-Length" else _chunked(body, 100)))
     first, second = post_all(server.url(), [b"1", b"2"])
     for response in (first, second):
         assert (response.status_code, response.error) == (200, None)
         assert response.excerpt == "a" * EXCERPT_BYTES
+    assert server.accepted == 2
+
+
+# Past the last chunk of a 200, trailers that never end: (one piece, repeated forever).
+ENDLESS_TRAILERS = {
+    "trailer lines": b"X-Trailer: " + b"t" * 1000 + b"\r\n",
+    "one trailer line that never ends": b"t" * 1000,
+    "many short trailer lines": b"a:b\r\n" * 200,
+}
+
+
+@pytest.mark.parametrize("name", ENDLESS_TRAILERS)
+def test_endless_trailers_are_cut_at_the_read_limit_and_fail_the_attempt(
+    serve: Serve, name: str
+) -> None:
+    piece = ENDLESS_TRAILERS[name]
+    sent: list[int] = []
+
+    def handler(peer: Peer) -> None:
+        peer.read_request()
+        # What the kernel buffers between the two ends is all that may pass the cap.
+        peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        total = 0
+        try:
+            peer.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            peer.send(b"5\r\nhello\r\n0\r\n" + (b"X-Open: " if name.startswith("one") else b""))
+            while not peer.server.stopped.is_set():
+                peer.send(piece)
+                total += len(piece)
+        finally:
+            sent.append(total)
+
+    server = serve(handler)
+    response = post(server.url(), timeout=5)
+    # The client hung up: the receiver's writes failed soon after the cap.
+    deadline = time.monotonic() + 10
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent, "the receiver could write on and on"
+    assert sent[0] < 16 * MAX_READ_BYTES, sent
+    assert response.status_code is None
+    assert response.error == f"invalid response: answer longer than {MAX_READ_BYTES} bytes"
+
+
+def test_a_trailer_does_not_change_how_the_answer_is_read(serve: Serve) -> None:
+    server = serve(
+        answering(
+            b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\nRetry-After: 7\r\n\r\n"
+            b"4\r\nbusy\r\n0\r\nRetry-After: 86400\r\nLocation: /elsewhere\r\n\r\n"
+        )
+    )
+    response = post(server.url())
+    assert (response.status_code, response.error, response.retry_after, response.excerpt) == (
+        503,
+        "HTTP 503",
+        "7",
+        "busy",
+    )
+
+
+def test_bytes_after_the_answer_in_the_same_read_drop_the_connection(serve: Serve) -> None:
+    # A second answer nobody asked for, cut short: it must not be read as the next one's.
+    server = serve(answering(ok(b"first") + b"HTTP/1.1 500 Oops\r\nContent-Le"))
+    first, second = post_all(server.url(), [b"1", b"2"])
+    for response in (first, second):
+        assert (response.status_code, response.error, response.excerpt) == (200, None, "first")
     assert server.accepted == 2
 
 
