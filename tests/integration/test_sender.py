@@ -86,7 +86,9 @@ class RawServer:
         self.handler = handler
         self.tls = tls
         self.accepted = 0
+        self.finished = 0  # connections closed, by the client or the handler
         self.requests: list[Request] = []
+        self._count = threading.Lock()
         self.stopped = threading.Event()
         self._peers: list[Peer] = []
         self._threads: list[threading.Thread] = []
@@ -94,6 +96,12 @@ class RawServer:
         self._listener.settimeout(0.05)
         self.port: int = self._listener.getsockname()[1]
         self._start(self._accept_loop)
+
+    @property
+    def open(self) -> int:
+        """Connections accepted and not closed yet."""
+        with self._count:
+            return self.accepted - self.finished
 
     def url(self, path: str = "/hook", scheme: str = "http", host: str = "127.0.0.1") -> str:
         return f"{scheme}://{host}:{self.port}{path}"
@@ -111,7 +119,8 @@ class RawServer:
                 continue
             except OSError:
                 return
-            self.accepted += 1
+            with self._count:
+                self.accepted += 1
             sock.settimeout(None)
             peer = Peer(self, sock)
             self._peers.append(peer)
@@ -126,6 +135,8 @@ class RawServer:
             pass  # the client went away, or the server is stopping
         finally:
             peer.sock.close()
+            with self._count:
+                self.finished += 1
 
     def stop(self) -> None:
         self.stopped.set()
@@ -555,3 +566,93 @@ def test_a_header_holding_a_line_break_is_refused_before_sending(
     time.sleep(0.1)  # room for a connection that should never come
     assert server.accepted == 0
     assert server.requests == []
+
+
+class Clock:
+    """Monotonic seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _post_at_once(client: Client, servers: list[RawServer], each: int) -> None:
+    """`each` POSTs in parallel to every server: as many connections, kept idle after."""
+    posts = [client.post(s.url(), b"{}", {}, 5.0) for s in servers for _ in range(each)]
+    responses = await asyncio.gather(*posts)
+    assert [r.status_code for r in responses] == [200] * len(posts)
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Let the loop run until `condition` holds (liveness: no time is asserted)."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+def test_connections_idle_for_the_keep_alive_are_closed_without_another_request(
+    serve: Serve,
+) -> None:
+    servers = [serve(answering(ok())) for _ in range(3)]
+    clock = Clock()
+
+    async def scenario() -> None:
+        client = Client(4, allow_private=True, max_idle=16, idle_seconds=30.0, clock=clock)
+        try:
+            await _post_at_once(client, servers, 3)
+            assert [s.open for s in servers] == [3, 3, 3]
+            clock.now += 29.0
+            client.reap()
+            assert client.idle == 9
+            clock.now += 1.0
+            client.reap()
+            assert client.idle == 0
+            await _until(lambda: all(s.open == 0 for s in servers), "receivers left open")
+        finally:
+            client.close()
+
+    asyncio.run(scenario())
+    assert [s.accepted for s in servers] == [3, 3, 3]
+
+
+def test_idle_connections_over_the_cap_for_all_hosts_are_closed_oldest_first(
+    serve: Serve,
+) -> None:
+    first, second, third = (serve(answering(ok())) for _ in range(3))
+
+    async def scenario() -> None:
+        client = Client(4, allow_private=True, max_idle=4)
+        try:
+            await _post_at_once(client, [first], 3)
+            await _post_at_once(client, [second], 3)
+            await _post_at_once(client, [third], 2)
+            assert client.idle == 4
+            # The first host's three and one of the second's were the oldest.
+            await _until(lambda: (first.open, second.open) == (0, 2), "oldest left open")
+            assert third.open == 2
+            # What is kept is reused: no new connection to the newest hosts.
+            await _post_at_once(client, [second, third], 2)
+        finally:
+            client.close()
+
+    asyncio.run(scenario())
+    assert (first.accepted, second.accepted, third.accepted) == (3, 3, 2)
+
+
+def test_the_reaper_closes_idle_connections_by_itself(serve: Serve) -> None:
+    servers = [serve(answering(ok())) for _ in range(2)]
+
+    async def scenario() -> None:
+        client = Client(4, allow_private=True, idle_seconds=0.1)
+        try:
+            await _post_at_once(client, servers, 2)
+            # No request, no call: the loop alone closes them.
+            await _until(lambda: all(s.open == 0 for s in servers), "receivers left open")
+            assert client.idle == 0
+        finally:
+            client.close()
+
+    asyncio.run(scenario())
