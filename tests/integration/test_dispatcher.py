@@ -14,12 +14,14 @@ import pytest
 
 from moncreneau import clock
 from moncreneau.db import make_engine, make_session_factory
+from moncreneau.delivery import schedule, sender
 from moncreneau.delivery.dispatcher import (
     HEALTHY_ROUNDS,
     PAUSE,
     PAUSE_AFTER_FAILURES,
     RELEASE_DELAY,
     Dispatcher,
+    outcome,
 )
 from moncreneau.delivery.store import FAILED, Claimed, Settlement
 from tests.conftest import make_settings
@@ -189,3 +191,23 @@ def test_an_unreadable_retry_after_is_a_recorded_attempt_and_frees_its_place(
     dispatcher.submit([_claimed(n, healthy, 60.0) for n in range(2 * CAP, 3 * CAP)])
     assert dispatcher.drain(TIMEOUT)
     assert len(receiver.at("healthy")) == CAP
+
+
+def test_an_attempt_whose_next_try_cannot_be_computed_is_still_settled_a_day_later() -> None:
+    # A delay past what a datetime can hold: the next attempt's time overflows.
+    settings = make_settings("sqlite://", retry_schedule=(1e12,))
+    failed = sender.Response(500, "HTTP 500", "oops", None, 5)
+    before = clock.now()
+    settlement = outcome(_claimed(1, "http://127.0.0.1:9/hook", 60.0), failed, before, settings)
+    assert (settlement.status, settlement.status_code, settlement.error) == (
+        FAILED,
+        500,
+        "HTTP 500",
+    )
+    assert settlement.next_attempt_at is not None
+    delay = settlement.next_attempt_at - before
+    assert (
+        timedelta(seconds=schedule.MAX_RETRY_AFTER)
+        <= delay
+        < timedelta(seconds=schedule.MAX_RETRY_AFTER + 60)
+    )
