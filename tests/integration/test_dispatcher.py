@@ -211,3 +211,21 @@ def test_an_attempt_whose_next_try_cannot_be_computed_is_still_settled_a_day_lat
         <= delay
         < timedelta(seconds=schedule.MAX_RETRY_AFTER + 60)
     )
+
+
+def test_a_send_task_that_breaks_frees_its_place_and_hands_back_what_waited_behind_it(
+    receiver: Receiver, dispatching: tuple[Dispatcher, Released], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dispatcher, released = dispatching
+
+    def broken(_settlement: Settlement) -> None:
+        raise RuntimeError("the recorder is broken")
+
+    monkeypatch.setattr(dispatcher.recorder, "add", broken)
+    url = receiver.on("steady", answer(200))
+    dispatcher.submit([_claimed(n, url, 60.0) for n in range(2 * CAP)])
+    assert dispatcher.drain(TIMEOUT)
+    assert dispatcher.in_flight == 0
+    assert len(receiver.received) == CAP
+    # Unsent, given back to be tried again shortly rather than held until their lease ends.
+    assert released == [([f"msg_{n}" for n in range(CAP, 2 * CAP)], RELEASE_DELAY)]
