@@ -118,10 +118,7 @@ def outcome(
         status = DEAD
     else:
         status = FAILED
-        retry_after = None
-        if response.status_code in (429, 503):
-            retry_after = schedule.parse_retry_after(response.retry_after, now)
-        next_at = schedule.next_attempt(now, claimed.attempt, settings.retry_schedule, retry_after)
+        next_at = _next_attempt(claimed, response, now, settings)
     return Settlement(
         claimed=claimed,
         started_at=started,
@@ -132,6 +129,20 @@ def outcome(
         status=status,
         next_attempt_at=next_at,
     )
+
+
+def _next_attempt(
+    claimed: Claimed, response: sender.Response, now: datetime, settings: Settings
+) -> datetime:
+    try:
+        retry_after = None
+        if response.status_code in (429, 503):
+            retry_after = schedule.parse_retry_after(response.retry_after, now)
+        return schedule.next_attempt(now, claimed.attempt, settings.retry_schedule, retry_after)
+    except Exception:
+        # Whatever the answer held, the attempt is recorded: tried again late, not at once.
+        log.exception("delivery %s: no next attempt could be scheduled", claimed.id)
+        return now + timedelta(seconds=schedule.MAX_RETRY_AFTER)
 
 
 def _observe(settlement: Settlement) -> None:
@@ -442,31 +453,47 @@ class Dispatcher:
     async def _run(self, item: Claimed | None) -> None:
         try:
             while item is not None:
-                if item.locked_until - clock.now() < self._needed:
-                    # It waited too long behind its endpoint: another worker may take it
-                    # over any moment, so give it back rather than risk two sends.
-                    self._on_release([item], RELEASE_DELAY)
-                    response = None
-                else:
-                    response = await self._send(item)
-                with self._lock:
-                    key = item.subscription_id
-                    endpoint = self._endpoints[key]
-                    if response is not None:
-                        endpoint.learn(response, self._ceiling)
-                        endpoint.answered_at = time.monotonic()
-                        self._count(key, response)
-                        self._limits[key] = endpoint.limit
-                    if endpoint.backlog and endpoint.in_flight <= endpoint.limit:
-                        item = endpoint.backlog.popleft()
+                response = None
+                try:
+                    if item.locked_until - clock.now() < self._needed:
+                        # It waited too long behind its endpoint: another worker may take it
+                        # over any moment, so give it back rather than risk two sends.
+                        self._on_release([item], RELEASE_DELAY)
                     else:
-                        endpoint.in_flight -= 1
-                        if not endpoint.in_flight:
-                            del self._endpoints[key]
-                        item = None
-                    self._room.notify_all()
+                        response = await self._send(item)
+                except BaseException:
+                    # Its place in flight is freed whatever happened, or the endpoint would
+                    # stay full for good.
+                    self._done(item, None, take_next=False)
+                    raise
+                item = self._done(item, response, take_next=True)
         finally:
             self._slots.release()
+
+    def _done(
+        self, item: Claimed, response: sender.Response | None, take_next: bool
+    ) -> Claimed | None:
+        """Learn from the answer; the next delivery waiting behind the endpoint takes the
+        place in flight, or the place is freed."""
+        with self._lock:
+            key = item.subscription_id
+            endpoint = self._endpoints[key]
+            if response is not None:
+                endpoint.learn(response, self._ceiling)
+                endpoint.answered_at = time.monotonic()
+                self._count(key, response)
+                self._limits[key] = endpoint.limit
+            following = None
+            if take_next and endpoint.backlog and endpoint.in_flight <= endpoint.limit:
+                following = endpoint.backlog.popleft()
+            else:
+                endpoint.in_flight -= 1
+                if not endpoint.in_flight:
+                    del self._endpoints[key]
+                    if endpoint.backlog:
+                        self._on_release(list(endpoint.backlog), RELEASE_DELAY)
+            self._room.notify_all()
+            return following
 
     async def _send(self, item: Claimed) -> sender.Response:
         started = clock.now()
@@ -490,4 +517,5 @@ class Dispatcher:
         deadline = time.monotonic() + timeout
         while self.in_flight and time.monotonic() < deadline:
             time.sleep(0.05)
-        return self.recorder.wait_idle(max(0.0, deadline - time.monotonic()))
+        idle = self.recorder.wait_idle(max(0.0, deadline - time.monotonic()))
+        return idle and not self.in_flight

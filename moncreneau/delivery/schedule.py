@@ -28,17 +28,19 @@ def next_attempt(
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Retry-After in seconds or as an HTTP date; None when absent or unreadable."""
+    """Retry-After in seconds or as an HTTP date; None when absent or unreadable, whatever
+    the receiver wrote."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # Seconds are ASCII digits: `isdigit()` alone also takes "²", which `float()` refuses.
+    if value.isascii() and value.isdigit():
         return float(value)
     from email.utils import parsedate_to_datetime
 
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # a year of 20 digits overflows
         return None
     if when.tzinfo is None:
         return None

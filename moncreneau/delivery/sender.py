@@ -8,6 +8,7 @@ import socket
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -18,14 +19,19 @@ from moncreneau.delivery.urls import RefusedAddress, public_address
 USER_AGENT = "MonCreneau-Webhooks/1.0"
 # Kept from each response for the delivery log.
 EXCERPT_BYTES = 1024
-# Read at most this much of a response body; the rest is dropped with the connection.
+# Read at most this much of an answer, every byte counted: status line, headers, body, chunk
+# framing and trailers. An answer that has not ended by then is no answer.
 MAX_READ_BYTES = 64 * 1024
-# A status line and headers longer than this are no answer.
-MAX_HEAD_BYTES = 64 * 1024
+# A body is cut once this much of it has arrived, well within MAX_READ_BYTES: the rest is
+# dropped with the connection, and the status still counts.
+MAX_BODY_BYTES = 32 * 1024
 # Connecting gets at most this much of the request's deadline.
 CONNECT_SECONDS = 5.0
-# Idle keep-alive connections older than this are closed rather than reused.
+# Keep-alive connections idle for this long are closed, whether or not their host is sent to
+# again.
 IDLE_SECONDS = 30.0
+# The idle connections' reaper runs at most this often.
+REAP_EVERY = 1.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[_Answer] | None = None
         self._answer = _Answer()
-        self._head_bytes = 0
+        self._read = 0  # bytes of the current response read so far
         self.answered = False  # any byte of the current response arrived
 
     # --- asyncio.Protocol ---
@@ -107,6 +113,13 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.answered = True
+        # Nothing past the cap reaches the parser, which copies a header or trailer line
+        # each time it grows.
+        room = MAX_READ_BYTES - self._read
+        over = len(data) > room
+        if over:
+            data = data[:room]
+        self._read += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -115,10 +128,11 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as error:
             self._fail(ProtocolError(str(error) or error.__class__.__name__))
             return
-        if self._answer.status is None and not self._waiter.done():
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._fail(ProtocolError(f"headers longer than {MAX_HEAD_BYTES} bytes"))
+        if over:
+            # Unless the answer ended within the cap (the bytes dropped then make the
+            # connection unusable), its headers, chunk framing or trailers ran past it.
+            part = "headers" if self._answer.status is None else "answer"
+            self._fail(ProtocolError(f"{part} longer than {MAX_READ_BYTES} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -134,7 +148,14 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks ---
 
+    def on_message_begin(self) -> None:
+        if self._waiter is None or self._waiter.done():
+            # Bytes after the answer, in the same read: the connection's framing is lost.
+            self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._answer.status is not None:
+            return  # a trailer: it may not change how the answer is read
         lowered = name.lower()
         if lowered == b"retry-after":
             self._answer.retry_after = value.decode("latin-1")
@@ -161,7 +182,7 @@ class _Connection(asyncio.Protocol):
         if room > 0:
             answer.excerpt += body[:room]
         answer.received += len(body)
-        if answer.received >= MAX_READ_BYTES:
+        if answer.received >= MAX_BODY_BYTES:
             self._finish(reusable=False)
 
     def on_message_complete(self) -> None:
@@ -174,7 +195,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._waiter = asyncio.get_running_loop().create_future()
         self._answer = _Answer()
-        self._head_bytes = 0
+        self._read = 0
         self.answered = False
         self.transport.write(request)
         return self._waiter
@@ -216,8 +237,15 @@ async def open_connection(
     return connection
 
 
+_Key = tuple[bool, str, int]
+
+
 class Client:
     """POSTs from one event loop, keeping idle connections per host for the next request.
+
+    At most `connections_per_host` idle connections are kept for one host and `max_idle`
+    (by default as many) for all hosts together, the oldest closed first; one idle for
+    `idle_seconds` is closed even if its host is never sent to again.
 
     With private URLs refused (production), a host is resolved once per connection and the
     socket opened to that vetted address: no second lookup for DNS rebinding to use, and a
@@ -230,12 +258,28 @@ class Client:
         connections_per_host: int,
         allow_private: bool = False,
         allowed_networks: tuple[str, ...] = (),
+        max_idle: int | None = None,
+        idle_seconds: float = IDLE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock`: monotonic seconds, for how long a connection has been idle."""
         self._keep = connections_per_host
+        self._max_idle = connections_per_host if max_idle is None else max_idle
+        self._idle_seconds = idle_seconds
+        self._clock = clock
         self._allow_private = allow_private
         self._allowed = allowed_networks
-        self._idle: dict[tuple[bool, str, int], deque[_Connection]] = {}
+        # per host, the most recently used last: the one to reuse
+        self._idle: dict[_Key, deque[_Connection]] = {}
+        # every idle connection and its host, the oldest first: the one to close
+        self._idle_order: dict[_Connection, _Key] = {}
+        self._reaper: asyncio.TimerHandle | None = None
         self._tls: ssl.SSLContext | None = None
+
+    @property
+    def idle(self) -> int:
+        """How many connections are kept idle."""
+        return len(self._idle_order)
 
     async def post(
         self, url: str, body: bytes, headers: dict[str, str], timeout: float
@@ -297,22 +341,60 @@ class Client:
                 connection.close()
             return answer
 
-    def _checkout(self, key: tuple[bool, str, int]) -> _Connection | None:
+    def _checkout(self, key: _Key) -> _Connection | None:
         idle = self._idle.get(key)
-        oldest_usable = time.monotonic() - IDLE_SECONDS
+        now = self._clock()
         while idle:
             connection = idle.pop()
-            if not connection.closed and connection.idle_since >= oldest_usable:
+            del self._idle_order[connection]
+            if not idle:
+                del self._idle[key]
+            if not self._expired(connection, now):
                 return connection
             connection.close()
         return None
 
-    def _checkin(self, key: tuple[bool, str, int], connection: _Connection) -> None:
+    def _checkin(self, key: _Key, connection: _Connection) -> None:
+        connection.idle_since = self._clock()
         idle = self._idle.setdefault(key, deque())
-        connection.idle_since = time.monotonic()
         idle.append(connection)
-        while len(idle) > self._keep:
-            idle.popleft().close()
+        self._idle_order[connection] = key
+        if len(idle) > self._keep:
+            self._drop(idle[0])
+        while len(self._idle_order) > self._max_idle:
+            self._drop(next(iter(self._idle_order)))
+        self._reap_later()
+
+    def reap(self) -> None:
+        """Close the connections idle for `idle_seconds`, and those their host closed."""
+        now = self._clock()
+        for connection in [c for c in self._idle_order if self._expired(c, now)]:
+            self._drop(connection)
+
+    def _expired(self, connection: _Connection, now: float) -> bool:
+        return connection.closed or now - connection.idle_since >= self._idle_seconds
+
+    def _drop(self, connection: _Connection) -> None:
+        """Close an idle connection; the oldest of its host's, as a rule."""
+        key = self._idle_order.pop(connection)
+        idle = self._idle[key]
+        idle.remove(connection)
+        if not idle:
+            del self._idle[key]
+        connection.close()
+
+    def _reap_later(self) -> None:
+        """Make sure the reaper runs when the oldest idle connection has been idle too long."""
+        if self._reaper is not None or not self._idle_order:
+            return
+        oldest = next(iter(self._idle_order))
+        due = oldest.idle_since + self._idle_seconds - self._clock()
+        self._reaper = asyncio.get_running_loop().call_later(max(due, REAP_EVERY), self._reap_now)
+
+    def _reap_now(self) -> None:
+        self._reaper = None
+        self.reap()
+        self._reap_later()
 
     async def _connect(self, target: Target, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -344,10 +426,13 @@ class Client:
         return self._tls
 
     def close(self) -> None:
-        for idle in self._idle.values():
-            for connection in idle:
-                connection.close()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        for connection in self._idle_order:
+            connection.close()
         self._idle.clear()
+        self._idle_order.clear()
 
 
 def _request(target: Target, body: bytes, headers: dict[str, str]) -> bytes:

@@ -408,6 +408,24 @@ def test_retry_after_puts_off_the_next_attempt_for_at_least_that_long(
         assert second.at - first.at >= 3.0 - 0.05, status
 
 
+def test_an_unreadable_retry_after_is_a_failed_attempt_and_never_holds_up_its_endpoint(
+    api: Api, department: dict[str, Any], receiver: Receiver, processes: Processes
+) -> None:
+    events = 4
+    # "\u00b2" (the byte 0xb2) is a digit to str.isdigit(), not to float().
+    odd = answer(429, b"slow down", {"Retry-After": "\u00b2"})
+    hook = _subscribe(api, receiver.on("odd", sequence(odd, answer(200))))
+    processes.start("relay")
+    # One request at a time: the odd answer's place must be freed for the others to go.
+    processes.start("worker", MONCRENEAU_ENDPOINT_CONCURRENCY="1")
+
+    _book(api, department["id"], events)
+
+    log = _settled(api, hook["id"], events, {"succeeded"})
+    attempts = sorted([(a["statusCode"], a["error"]) for a in d["attempts"]] for d in log)
+    assert attempts == [[(200, None)]] * (events - 1) + [[(429, "HTTP 429"), (200, None)]]
+
+
 def test_a_subscription_failing_for_the_configured_period_is_disabled_and_the_others_are_told(
     api: Api, department: dict[str, Any], receiver: Receiver, processes: Processes
 ) -> None:

@@ -14,14 +14,16 @@ import pytest
 
 from moncreneau import clock
 from moncreneau.db import make_engine, make_session_factory
+from moncreneau.delivery import schedule, sender
 from moncreneau.delivery.dispatcher import (
     HEALTHY_ROUNDS,
     PAUSE,
     PAUSE_AFTER_FAILURES,
     RELEASE_DELAY,
     Dispatcher,
+    outcome,
 )
-from moncreneau.delivery.store import Claimed
+from moncreneau.delivery.store import FAILED, Claimed, Settlement
 from tests.conftest import make_settings
 from tests.receiver import Received, Receiver, answer, hang, sequence, start_receiver
 
@@ -158,3 +160,72 @@ def test_a_full_line_behind_an_endpoint_that_answers_waits_for_room_instead_of_g
     assert sorted(r.headers["X-Moncreneau-Delivery"] for r in receiver.received) == sorted(
         f"msg_{n}" for n in range(2 * held + 1)
     )
+
+
+def test_an_unreadable_retry_after_is_a_recorded_attempt_and_frees_its_place(
+    receiver: Receiver, dispatching: tuple[Dispatcher, Released], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dispatcher, released = dispatching
+    recorded: list[Settlement] = []
+    record = dispatcher.recorder.add
+
+    def add(settlement: Settlement) -> None:
+        recorded.append(settlement)
+        record(settlement)
+
+    monkeypatch.setattr(dispatcher.recorder, "add", add)
+    # "\u00b2" is a digit to str.isdigit(), not to float(); it goes out as the byte 0xb2.
+    odd = receiver.on("odd", answer(429, b"slow down", {"Retry-After": "\u00b2"}))
+    # Twice the endpoint's cap: half of them wait for a place the first ones must free.
+    dispatcher.submit([_claimed(n, odd, 60.0) for n in range(2 * CAP)])
+    assert dispatcher.drain(TIMEOUT)
+    assert dispatcher.in_flight == 0
+    assert released == []
+    assert len(receiver.received) == 2 * CAP
+    assert sorted(s.claimed.id for s in recorded) == [f"msg_{n}" for n in range(2 * CAP)]
+    for settlement in recorded:
+        assert (settlement.status, settlement.status_code) == (FAILED, 429)
+        assert settlement.next_attempt_at is not None
+    # The endpoint's places are all free: the next deliveries go out at once.
+    healthy = receiver.on("healthy", answer(200))
+    dispatcher.submit([_claimed(n, healthy, 60.0) for n in range(2 * CAP, 3 * CAP)])
+    assert dispatcher.drain(TIMEOUT)
+    assert len(receiver.at("healthy")) == CAP
+
+
+def test_an_attempt_whose_next_try_cannot_be_computed_is_still_settled_a_day_later() -> None:
+    # A delay past what a datetime can hold: the next attempt's time overflows.
+    settings = make_settings("sqlite://", retry_schedule=(1e12,))
+    failed = sender.Response(500, "HTTP 500", "oops", None, 5)
+    before = clock.now()
+    settlement = outcome(_claimed(1, "http://127.0.0.1:9/hook", 60.0), failed, before, settings)
+    assert (settlement.status, settlement.status_code, settlement.error) == (
+        FAILED,
+        500,
+        "HTTP 500",
+    )
+    assert settlement.next_attempt_at is not None
+    delay = settlement.next_attempt_at - before
+    assert (
+        timedelta(seconds=schedule.MAX_RETRY_AFTER)
+        <= delay
+        < timedelta(seconds=schedule.MAX_RETRY_AFTER + 60)
+    )
+
+
+def test_a_send_task_that_breaks_frees_its_place_and_hands_back_what_waited_behind_it(
+    receiver: Receiver, dispatching: tuple[Dispatcher, Released], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dispatcher, released = dispatching
+
+    def broken(_settlement: Settlement) -> None:
+        raise RuntimeError("the recorder is broken")
+
+    monkeypatch.setattr(dispatcher.recorder, "add", broken)
+    url = receiver.on("steady", answer(200))
+    dispatcher.submit([_claimed(n, url, 60.0) for n in range(2 * CAP)])
+    assert dispatcher.drain(TIMEOUT)
+    assert dispatcher.in_flight == 0
+    assert len(receiver.received) == CAP
+    # Unsent, given back to be tried again shortly rather than held until their lease ends.
+    assert released == [([f"msg_{n}" for n in range(CAP, 2 * CAP)], RELEASE_DELAY)]

@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from moncreneau.delivery.sender import (
     EXCERPT_BYTES,
-    MAX_HEAD_BYTES,
+    MAX_BODY_BYTES,
     MAX_READ_BYTES,
     Client,
     Response,
@@ -86,7 +86,9 @@ class RawServer:
         self.handler = handler
         self.tls = tls
         self.accepted = 0
+        self.finished = 0  # connections closed, by the client or the handler
         self.requests: list[Request] = []
+        self._count = threading.Lock()
         self.stopped = threading.Event()
         self._peers: list[Peer] = []
         self._threads: list[threading.Thread] = []
@@ -94,6 +96,12 @@ class RawServer:
         self._listener.settimeout(0.05)
         self.port: int = self._listener.getsockname()[1]
         self._start(self._accept_loop)
+
+    @property
+    def open(self) -> int:
+        """Connections accepted and not closed yet."""
+        with self._count:
+            return self.accepted - self.finished
 
     def url(self, path: str = "/hook", scheme: str = "http", host: str = "127.0.0.1") -> str:
         return f"{scheme}://{host}:{self.port}{path}"
@@ -111,7 +119,8 @@ class RawServer:
                 continue
             except OSError:
                 return
-            self.accepted += 1
+            with self._count:
+                self.accepted += 1
             sock.settimeout(None)
             peer = Peer(self, sock)
             self._peers.append(peer)
@@ -126,6 +135,8 @@ class RawServer:
             pass  # the client went away, or the server is stopping
         finally:
             peer.sock.close()
+            with self._count:
+                self.finished += 1
 
     def stop(self) -> None:
         self.stopped.set()
@@ -297,14 +308,14 @@ def test_headers_longer_than_the_limit_are_an_invalid_response(serve: Serve) -> 
         peer.read_request()
         peer.send(b"HTTP/1.1 200 OK\r\n")
         line = b"X-Padding: " + b"a" * 1000 + b"\r\n"
-        for _ in range(MAX_HEAD_BYTES // len(line) + 2):
+        for _ in range(MAX_READ_BYTES // len(line) + 2):
             peer.send(line)
         peer.server.stopped.wait()
 
     server = serve(handler)
     response = post(server.url(), timeout=5)
     assert response.status_code is None
-    assert response.error == f"invalid response: headers longer than {MAX_HEAD_BYTES} bytes"
+    assert response.error == f"invalid response: headers longer than {MAX_READ_BYTES} bytes"
     assert response.duration_ms < 4000
 
 
@@ -316,16 +327,90 @@ def test_garbage_bytes_are_an_invalid_response(serve: Serve) -> None:
     assert response.error.startswith("invalid response"), response.error
 
 
+def _chunked(body: bytes, size: int) -> bytes:
+    chunks = [body[i : i + size] for i in range(0, len(body), size)]
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + framed + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing", ["Content-Length", "chunks of 100 bytes"])
 def test_a_body_over_the_read_limit_is_cut_to_an_excerpt_and_drops_the_connection(
-    serve: Serve,
+    serve: Serve, framing: str
 ) -> None:
     size = 1024 * 1024
-    assert size > MAX_READ_BYTES
-    server = serve(answering(ok(b"a" * size)))
+    assert size > MAX_READ_BYTES > MAX_BODY_BYTES
+    body = b"a" * size
+    server = serve(answering(ok(body) if framing == "Content-Length" else _chunked(body, 100)))
     first, second = post_all(server.url(), [b"1", b"2"])
     for response in (first, second):
         assert (response.status_code, response.error) == (200, None)
         assert response.excerpt == "a" * EXCERPT_BYTES
+    assert server.accepted == 2
+
+
+# Past the last chunk of a 200, trailers that never end: (one piece, repeated forever).
+ENDLESS_TRAILERS = {
+    "trailer lines": b"X-Trailer: " + b"t" * 1000 + b"\r\n",
+    "one trailer line that never ends": b"t" * 1000,
+    "many short trailer lines": b"a:b\r\n" * 200,
+}
+
+
+@pytest.mark.parametrize("name", ENDLESS_TRAILERS)
+def test_endless_trailers_are_cut_at_the_read_limit_and_fail_the_attempt(
+    serve: Serve, name: str
+) -> None:
+    piece = ENDLESS_TRAILERS[name]
+    sent: list[int] = []
+
+    def handler(peer: Peer) -> None:
+        peer.read_request()
+        # What the kernel buffers between the two ends is all that may pass the cap.
+        peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        total = 0
+        try:
+            peer.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            peer.send(b"5\r\nhello\r\n0\r\n" + (b"X-Open: " if name.startswith("one") else b""))
+            while not peer.server.stopped.is_set():
+                peer.send(piece)
+                total += len(piece)
+        finally:
+            sent.append(total)
+
+    server = serve(handler)
+    response = post(server.url(), timeout=5)
+    # The client hung up: the receiver's writes failed soon after the cap.
+    deadline = time.monotonic() + 10
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent, "the receiver could write on and on"
+    assert sent[0] < 16 * MAX_READ_BYTES, sent
+    assert response.status_code is None
+    assert response.error == f"invalid response: answer longer than {MAX_READ_BYTES} bytes"
+
+
+def test_a_trailer_does_not_change_how_the_answer_is_read(serve: Serve) -> None:
+    server = serve(
+        answering(
+            b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\nRetry-After: 7\r\n\r\n"
+            b"4\r\nbusy\r\n0\r\nRetry-After: 86400\r\nLocation: /elsewhere\r\n\r\n"
+        )
+    )
+    response = post(server.url())
+    assert (response.status_code, response.error, response.retry_after, response.excerpt) == (
+        503,
+        "HTTP 503",
+        "7",
+        "busy",
+    )
+
+
+def test_bytes_after_the_answer_in_the_same_read_drop_the_connection(serve: Serve) -> None:
+    # A second answer nobody asked for, cut short: it must not be read as the next one's.
+    server = serve(answering(ok(b"first") + b"HTTP/1.1 500 Oops\r\nContent-Le"))
+    first, second = post_all(server.url(), [b"1", b"2"])
+    for response in (first, second):
+        assert (response.status_code, response.error, response.excerpt) == (200, None, "first")
     assert server.accepted == 2
 
 
@@ -481,3 +566,93 @@ def test_a_header_holding_a_line_break_is_refused_before_sending(
     time.sleep(0.1)  # room for a connection that should never come
     assert server.accepted == 0
     assert server.requests == []
+
+
+class Clock:
+    """Monotonic seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _post_at_once(client: Client, servers: list[RawServer], each: int) -> None:
+    """`each` POSTs in parallel to every server: as many connections, kept idle after."""
+    posts = [client.post(s.url(), b"{}", {}, 5.0) for s in servers for _ in range(each)]
+    responses = await asyncio.gather(*posts)
+    assert [r.status_code for r in responses] == [200] * len(posts)
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Let the loop run until `condition` holds (liveness: no time is asserted)."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+def test_connections_idle_for_the_keep_alive_are_closed_without_another_request(
+    serve: Serve,
+) -> None:
+    servers = [serve(answering(ok())) for _ in range(3)]
+    clock = Clock()
+
+    async def scenario() -> None:
+        client = Client(4, allow_private=True, max_idle=16, idle_seconds=30.0, clock=clock)
+        try:
+            await _post_at_once(client, servers, 3)
+            assert [s.open for s in servers] == [3, 3, 3]
+            clock.now += 29.0
+            client.reap()
+            assert client.idle == 9
+            clock.now += 1.0
+            client.reap()
+            assert client.idle == 0
+            await _until(lambda: all(s.open == 0 for s in servers), "receivers left open")
+        finally:
+            client.close()
+
+    asyncio.run(scenario())
+    assert [s.accepted for s in servers] == [3, 3, 3]
+
+
+def test_idle_connections_over_the_cap_for_all_hosts_are_closed_oldest_first(
+    serve: Serve,
+) -> None:
+    first, second, third = (serve(answering(ok())) for _ in range(3))
+
+    async def scenario() -> None:
+        client = Client(4, allow_private=True, max_idle=4)
+        try:
+            await _post_at_once(client, [first], 3)
+            await _post_at_once(client, [second], 3)
+            await _post_at_once(client, [third], 2)
+            assert client.idle == 4
+            # The first host's three and one of the second's were the oldest.
+            await _until(lambda: (first.open, second.open) == (0, 2), "oldest left open")
+            assert third.open == 2
+            # What is kept is reused: no new connection to the newest hosts.
+            await _post_at_once(client, [second, third], 2)
+        finally:
+            client.close()
+
+    asyncio.run(scenario())
+    assert (first.accepted, second.accepted, third.accepted) == (3, 3, 2)
+
+
+def test_the_reaper_closes_idle_connections_by_itself(serve: Serve) -> None:
+    servers = [serve(answering(ok())) for _ in range(2)]
+
+    async def scenario() -> None:
+        client = Client(4, allow_private=True, idle_seconds=0.1)
+        try:
+            await _post_at_once(client, servers, 2)
+            # No request, no call: the loop alone closes them.
+            await _until(lambda: all(s.open == 0 for s in servers), "receivers left open")
+            assert client.idle == 0
+        finally:
+            client.close()
+
+    asyncio.run(scenario())
