@@ -21,7 +21,6 @@ from moncreneau.appointments.schemas import (
 from moncreneau.events.schemas import EventPage
 from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
 from moncreneau.idempotency import idempotent
-from moncreneau.pagination import Page
 from moncreneau.web import (
     IF_MATCH_PATTERN,
     etag,
@@ -32,7 +31,6 @@ from moncreneau.web import (
     page_schema,
     session,
 )
-from moncreneau.webhooks.payloads import envelope_v1
 
 blp = Blueprint(
     "appointments", __name__, url_prefix="/api/v1/appointments", description="Appointments"
@@ -177,11 +175,15 @@ AppointmentCancel = _lifecycle("cancel", "appointment.cancelled", examples.APPOI
 
 @blp.route("/<id:appointment_id>/events")
 class AppointmentEvents(MethodView):
+    @blp.arguments(page_args("history")(), location="query")
     @blp.response(200, EventPage, example=examples.APPOINTMENT_HISTORY)
-    def get(self, appointment_id: int) -> Any:
+    def get(self, args: dict[str, Any], appointment_id: int) -> Any:
         """An appointment's event history, oldest first
 
-        Folding these events gives the appointment exactly as `GET` returns it.
+        Paginated like every list (`limit`, default 50, and `cursor`). Folding all its events
+        gives the appointment exactly as `GET` returns it.
         """
-        records = service.history(session(), organization_id(), appointment_id)
-        return page_response(Page([envelope_v1(r) for r in records], None))
+        page = service.history(
+            session(), organization_id(), appointment_id, args["limit"], args["cursor"]
+        )
+        return page_response(page)
