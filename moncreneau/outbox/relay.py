@@ -172,15 +172,19 @@ def _forget_idempotency_keys(db: Session, now: datetime, limit: int) -> None:
         db.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(ids)))
 
 
-def sweep(sessions: sessionmaker[Session], limit: int = 5000) -> list[str]:
+def sweep(
+    sessions: sessionmaker[Session], limit: int = 5000, *, taking_over: bool = False
+) -> list[str]:
     """Deliveries that are due and held by no queue or worker (retries, lost jobs).
 
+    `taking_over`, a relay's first sweep: also those whose queue lease may be a dead
+    relay's, committed by a relay (or its sweep) killed before it queued them.
     Also forgets idempotency keys past their retention, a bounded batch at a time.
     """
     with write_session(sessions) as db:
         # Not `utcnow()`: a retry due in half a second must not wait for the next whole one.
         now = clock.now()
-        ids = deliveries.due_for_queue(db, now, limit)
+        ids = deliveries.due_for_queue(db, now, limit, queued_too=taking_over)
         _forget_idempotency_keys(db, now, limit=1000)
         db.commit()
     return ids
@@ -245,6 +249,7 @@ def _loop(
     waker: Waker,
 ) -> None:
     last_sweep = 0.0
+    taking_over = True
     pause = 0.5
     while not stop.is_set():
         more = False
@@ -261,7 +266,8 @@ def _loop(
                 # With no worker taking jobs, queuing the same deliveries again every lease
                 # would only fill Redis: wait until the queue drains.
                 if queue.backlog() < MAX_QUEUED_JOBS:
-                    queue.enqueue(sweep(sessions))
+                    queue.enqueue(sweep(sessions, taking_over=taking_over))
+                taking_over = False
                 last_sweep = time.monotonic()
             except Exception:
                 log.exception("sweeping due deliveries failed")
