@@ -28,6 +28,11 @@ JsonDoc = JSON().with_variant(JSONB(), "postgresql")
 WRITE = {"sqlite_immediate": True}
 # Seconds to wait for PostgreSQL to accept a connection.
 CONNECT_TIMEOUT = 5
+# A backend whose client died notices only when it next reads from or writes to it; until
+# then (a statement waiting on a lock, say) it keeps every lock of the dead process, and a
+# relay or request that takes over waits behind it. PostgreSQL 14 and later check a
+# running statement's client at this interval and end the session when it is gone.
+CLIENT_CHECK = "SET client_connection_check_interval = '1s'"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -87,7 +92,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT)
     connect_args.setdefault("keepalives", 1)
     connect_args.setdefault("keepalives_idle", 30)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _check_clients(engine)
+    return engine
+
+
+def _check_clients(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        if dbapi_connection.info.server_version >= 140000:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(CLIENT_CHECK)
+            dbapi_connection.commit()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

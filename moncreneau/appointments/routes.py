@@ -31,8 +31,6 @@ from moncreneau.appointments.schemas import (
     NoBody,
 )
 from moncreneau.events.schemas import EventPage
-from moncreneau.outbox.payloads import envelope_v1
-from moncreneau.pagination import Page
 
 blp = Blueprint(
     "appointments", __name__, url_prefix="/api/v1/appointments", description="Appointments"
@@ -177,11 +175,15 @@ AppointmentCancel = _lifecycle("cancel", "appointment.cancelled", examples.APPOI
 
 @blp.route("/<id:appointment_id>/events")
 class AppointmentEvents(MethodView):
+    @blp.arguments(page_args("history")(), location="query")
     @blp.response(200, EventPage, example=examples.APPOINTMENT_HISTORY)
-    def get(self, appointment_id: int) -> Any:
+    def get(self, args: dict[str, Any], appointment_id: int) -> Any:
         """An appointment's event history, oldest first
 
-        Folding these events gives the appointment exactly as `GET` returns it.
+        Paginated like every list (`limit`, default 50, and `cursor`). Folding all its events
+        gives the appointment exactly as `GET` returns it.
         """
-        records = service.history(session(), organization_id(), appointment_id)
-        return page_response(Page([envelope_v1(r) for r in records], None))
+        page = service.history(
+            session(), organization_id(), appointment_id, args["limit"], args["cursor"]
+        )
+        return page_response(page)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, delete, func, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from moncreneau.appointments.representation import previous_attributes, represent
 from moncreneau.clock import utcnow
@@ -20,6 +20,7 @@ from moncreneau.domain.errors import Conflict, Invalid, NotFound, PreconditionFa
 from moncreneau.domain.events import AppointmentEvent, AppointmentUpdated
 from moncreneau.models import AppointmentRow, Department, EventRecord
 from moncreneau.outbox import store
+from moncreneau.outbox.payloads import envelope_v1
 from moncreneau.pagination import Page, keyset_page
 
 PROJECTED = (
@@ -123,11 +124,36 @@ def _check_capacity(
         )
 
 
-def _load(session: Session, organization_id: int, appointment_id: int) -> Appointment:
-    history = store.appointment_history(session, appointment_id)
-    if not history or history[0].organization_id != organization_id:
+# The projection row and the sequence of the appointment's last event, read in one
+# statement (one snapshot): the row is written in the transaction that appends each event.
+_CURRENT = (
+    select(
+        AppointmentRow,
+        select(func.max(EventRecord.sequence))
+        .where(EventRecord.appointment_id == AppointmentRow.id)
+        .scalar_subquery(),
+    )
+    .where(AppointmentRow.id == bindparam("id"))
+    .execution_options(populate_existing=True)
+)
+
+
+def _load(session: Session, organization_id: int, appointment_id: int) -> tuple[Appointment, int]:
+    """The appointment as its events say, and the version its projection row is at.
+
+    The row is the fold of the events whenever its version is the last event's sequence, so
+    a change costs the same whatever the history's length. A row that is not (changed
+    behind the application's back) costs one fold, and the change rewrites it.
+    """
+    found = session.execute(_CURRENT, {"id": appointment_id}).first()
+    if found is None or found[0].organization_id != organization_id:
         raise NotFound(f"No appointment with id {appointment_id}.")
-    return Appointment.from_events(appointment_id, organization_id, decode_history(history))
+    row, last_sequence = found
+    if row.version == last_sequence:
+        return _from_row(row), row.version
+    history = store.appointment_history(session, appointment_id)
+    events = decode_history(history)
+    return Appointment.from_events(appointment_id, organization_id, events), row.version
 
 
 def decode_history(history: list[EventRecord]) -> list[AppointmentEvent]:
@@ -236,7 +262,7 @@ def change(
     expected_versions: Collection[int] | None = None,
 ) -> dict[str, Any]:
     """Reschedule (`date_time`) or change contact details; a no-op records no event."""
-    appointment = _load(session, organization_id, appointment_id)
+    appointment, before = _load(session, organization_id, appointment_id)
     _check_precondition(appointment, expected_versions)
     values = dict(values)
     department: Rules | None = None
@@ -246,7 +272,6 @@ def change(
         values["starts_at"] = resolve_start(values.pop("date_time"), tz, department.slot_minutes)
     else:
         tz = _department_zone(session, appointment.department_id)
-    before = appointment.version
     event = appointment.change(utcnow(), **values)
     if event is None:
         return represent(appointment, tz)
@@ -267,9 +292,8 @@ def transition(
     reason: str | None = None,
 ) -> dict[str, Any]:
     """`validate`, `complete` or `cancel`; an illegal move is a Conflict and records nothing."""
-    appointment = _load(session, organization_id, appointment_id)
+    appointment, before = _load(session, organization_id, appointment_id)
     _check_precondition(appointment, expected_versions)
-    before = appointment.version
     now = utcnow()
     if action == "validate":
         appointment.validate(now)
@@ -325,11 +349,25 @@ def list_page(
     return keyset_page(session, query, AppointmentRow.id, "appointments", limit, cursor, render)
 
 
-def history(session: Session, organization_id: int, appointment_id: int) -> list[EventRecord]:
-    records = store.appointment_history(session, appointment_id)
-    if not records or records[0].organization_id != organization_id:
+def history(
+    session: Session, organization_id: int, appointment_id: int, limit: int, cursor: str | None
+) -> Page[dict[str, Any]]:
+    """The appointment's events, oldest first, a page at a time."""
+    row = session.get(AppointmentRow, appointment_id)
+    if row is None or row.organization_id != organization_id:
         raise NotFound(f"No appointment with id {appointment_id}.")
-    return records
+    query = select(EventRecord).where(EventRecord.appointment_id == appointment_id)
+    # Every event of an appointment has its sequence (1, 2, ...); only other events have none.
+    sequence = cast("InstrumentedAttribute[int]", EventRecord.sequence)
+    return keyset_page(
+        session,
+        query,
+        sequence,
+        "history",
+        limit,
+        cursor,
+        lambda rows: [envelope_v1(r) for r in rows],
+    )
 
 
 def rebuild_projections(session: Session) -> int:

@@ -108,20 +108,24 @@ def _open_and_unheld(now: Any) -> ColumnElement[bool]:
     )
 
 
-def due_for_queue(session: Session, now: datetime, limit: int) -> list[str]:
-    """Open deliveries whose attempt is due and which no queue or worker holds."""
+def due_for_queue(
+    session: Session, now: datetime, limit: int, *, queued_too: bool = False
+) -> list[str]:
+    """Open deliveries whose attempt is due and which no queue or worker holds.
+
+    `queued_too`: also those a queue is said to hold. A queue lease is written before the
+    ids reach the queue, so a process killed in between leaves a lease that nothing honours;
+    a relay taking over queues them again (a job that finds its delivery taken does nothing).
+    """
     query = (
         select(Delivery.id)
         .join(WebhookSubscription, WebhookSubscription.id == Delivery.subscription_id)
-        .where(
-            _open_and_unheld(now),
-            Delivery.next_attempt_at <= now,
-            or_(Delivery.queued_until.is_(None), Delivery.queued_until < now),
-            *_LIVE,
-        )
+        .where(_open_and_unheld(now), Delivery.next_attempt_at <= now, *_LIVE)
         .order_by(Delivery.next_attempt_at)
         .limit(limit)
     )
+    if not queued_too:
+        query = query.where(or_(Delivery.queued_until.is_(None), Delivery.queued_until < now))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=Delivery)
     ids = list(session.scalars(query))

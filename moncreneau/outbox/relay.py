@@ -161,11 +161,17 @@ def relay_once(
     return more, ids
 
 
-def sweep(sessions: sessionmaker[Session], limit: int = 5000) -> list[str]:
-    """Deliveries that are due and held by no queue or worker (retries, lost jobs)."""
+def sweep(
+    sessions: sessionmaker[Session], limit: int = 5000, *, taking_over: bool = False
+) -> list[str]:
+    """Deliveries that are due and held by no queue or worker (retries, lost jobs).
+
+    `taking_over`, a relay's first sweep: also those whose queue lease may be a dead
+    relay's, committed by a relay (or its sweep) killed before it queued them.
+    """
     with write_session(sessions) as db:
         # Not `utcnow()`: a retry due in half a second must not wait for the next whole one.
-        ids = deliveries.due_for_queue(db, clock.now(), limit)
+        ids = deliveries.due_for_queue(db, clock.now(), limit, queued_too=taking_over)
         db.commit()
     return ids
 
@@ -229,6 +235,7 @@ def _loop(
     waker: Waker,
 ) -> None:
     last_sweep = last_housekeeping = 0.0
+    taking_over = True
     pause = 0.5
     while not stop.is_set():
         more = False
@@ -245,7 +252,8 @@ def _loop(
                 # With no worker taking jobs, queuing the same deliveries again every lease
                 # would only fill Redis: wait until the queue drains.
                 if queue.backlog() < MAX_QUEUED_JOBS:
-                    queue.enqueue(sweep(sessions))
+                    queue.enqueue(sweep(sessions, taking_over=taking_over))
+                taking_over = False
                 last_sweep = time.monotonic()
             except Exception:
                 log.exception("sweeping due deliveries failed")

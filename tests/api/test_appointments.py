@@ -584,6 +584,41 @@ def test_an_appointment_booked_while_paginating_appears_on_a_later_page(
     assert seen == [*(spread[k]["id"] for k in "abcde"), late["id"]]
 
 
+def test_an_appointments_history_is_paginated_oldest_first_and_a_later_change_follows(
+    api: Api, department: dict[str, Any]
+) -> None:
+    appointment = booked(api, department["id"], "2026-02-01T10:00:00")
+    path = f"/appointments/{appointment['id']}/events"
+    for n in range(5):
+        assert (
+            api.patch(f"/appointments/{appointment['id']}", {"notes": f"n{n}"}).status_code == 200
+        )
+    first = api.get(path, query_string={"limit": 4})
+    assert first.status_code == 200
+    assert first.json["hasMore"] is True
+    assert api.post(f"/appointments/{appointment['id']}/validate").status_code == 200
+    rest = walk(api, path, 4, cursor=first.json["nextCursor"])
+    pages = [first.json["data"], *rest]
+    assert [len(page) for page in pages] == [4, 3]
+    events = [event for page in pages for event in page]
+    assert [e["data"]["object"]["version"] for e in events] == list(range(1, 8))
+    assert events[-1]["type"] == "appointment.validated"
+    assert [e["type"] for e in walk(api, path, 50)[0]] == [e["type"] for e in events]
+
+
+def test_a_history_cursor_is_the_history_lists_own(api: Api, department: dict[str, Any]) -> None:
+    appointment = booked(api, department["id"], "2026-02-01T10:00:00")
+    path = f"/appointments/{appointment['id']}/events"
+    for cursor in ("events.1", "appointments.1", "history.x"):
+        refused = api.get(path, query_string={"cursor": cursor})
+        assert refused.status_code == 422, cursor
+        assert refused.json["errors"]
+    assert api.get(path, query_string={"limit": 201}).status_code == 422
+    past_the_end = api.get(path, query_string={"cursor": "history.ffffffffffffffff"})
+    assert past_the_end.json["data"] == []
+    assert api.get("/appointments/999999/events").status_code == 404
+
+
 def test_get_answers_the_appointment_with_its_etag(api: Api, department: dict[str, Any]) -> None:
     appointment = booked(api, department["id"], "2026-02-01T10:00:00")
     api.post(f"/appointments/{appointment['id']}/validate")

@@ -11,6 +11,10 @@ from sqlalchemy.engine import Engine
 
 from moncreneau.app import create_app
 from moncreneau.config import Settings
+from moncreneau.delivery import jobs
+from moncreneau.delivery.dispatcher import Dispatcher
+from moncreneau.outbox import relay
+from moncreneau.secretbox import SecretBox, resolve_key
 from tests.conftest import Api, new_organization
 
 HOOK = {"url": "https://example.org/webhooks/moncreneau", "events": ["appointment.created"]}
@@ -87,6 +91,10 @@ def strict_api(database_url: str) -> Api:
         "https://169.254.169.254/latest/meta-data",
         "https://[::1]/hook",
         "https://[fd00::1]/hook",
+        "https://[::7f00:1]/hook",
+        "https://[::ffff:0:a9fe:a9fe]/hook",
+        "https://[64:ff9b:1::a9fe:a9fe]/hook",
+        "https://[fec0::1]/hook",
         "ftp://example.org/hook",
         "https://user:pass@example.org/hook",
         "not a url",
@@ -99,6 +107,38 @@ def test_without_the_operator_allowing_it_private_and_plain_http_urls_are_refuse
     assert response.status_code == 422
     assert response.json["errors"]["url"]
     assert strict_api.get("/webhooks").json["data"] == []
+
+
+def test_a_refused_host_is_said_not_to_be_public_without_the_address_it_resolves_to(
+    strict_api: Api,
+) -> None:
+    response = strict_api.post("/webhooks", {"url": "https://vm.localhost./hook", "events": ["*"]})
+    assert response.status_code == 422
+    refused = strict_api.post("/webhooks", {"url": "https://127.1/hook", "events": ["*"]})
+    assert refused.json["errors"]["url"] == ["127.1 is not a public address."]
+    assert "127.0.0.1" not in str(refused.json)
+
+
+def test_the_delivery_log_says_a_host_is_not_public_without_the_address_it_resolves_to(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings
+) -> None:
+    """Accepted while private URLs were allowed, then sent by a worker that refuses them."""
+    hook = api.post("/webhooks", {"url": "https://localhost:9/hook", "events": ["*"]}).json
+    made = {"departmentId": department["id"], "dateTime": "2026-04-01T09:00:00", "name": "P"}
+    assert api.post("/appointments", made).status_code == 201
+    sessions = app.extensions["moncreneau"].sessions
+    _more, ids = relay.relay_once(sessions, settings)
+    strict = settings.replace(allow_private_urls=False)
+    worker = jobs.DeliveryContext(
+        strict, sessions, SecretBox(resolve_key(strict)), Dispatcher(sessions, strict)
+    )
+    assert jobs.deliver_with(worker, ids) == 1
+    assert worker.dispatcher.drain(10)
+    [delivery] = api.get(f"/webhooks/{hook['id']}/deliveries").json["data"]
+    attempts = api.get(f"/webhooks/{hook['id']}/deliveries/{delivery['id']}").json["attempts"]
+    errors = [attempt["error"] for attempt in attempts] + [delivery["lastError"]]
+    assert errors == ["connection failed: localhost is not a public address"] * 2
+    assert all("127.0.0.1" not in error and "::1" not in error for error in errors)
 
 
 def test_the_operator_can_allow_loopback_http_urls(api: Api) -> None:

@@ -280,6 +280,61 @@ def test_a_relay_killed_while_events_are_appended_creates_every_delivery_exactly
     assert _deliveries_per_event(engine, hook) == dict.fromkeys(committed, 1)
 
 
+def _backends_waiting_on_lock(engine: Engine, statement: str) -> list[int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query ILIKE :statement"
+            ),
+            {"statement": statement + "%"},
+        )
+        return [pid for (pid,) in rows]
+
+
+def _backend_alive(engine: Engine, pid: int) -> bool:
+    with engine.connect() as conn:
+        found = conn.execute(text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid})
+        return found.first() is not None
+
+
+def test_a_relay_killed_inside_a_lock_wait_frees_its_locks_while_that_wait_would_go_on(
+    api: Api,
+    department: dict[str, Any],
+    receiver: Receiver,
+    processes: Processes,
+    engine: Engine,
+) -> None:
+    """A backend notices a dead client only when it next talks to it, and one waiting on a
+    lock does not: it would keep the dead relay's lock on its position, and every relay
+    started after it would wait behind it, for as long as the lock it waits on is held."""
+    hook = api.post("/webhooks", {"url": receiver.url("orphan"), "events": ["*"]}).json
+    blocker = engine.connect()
+    try:
+        blocker.execute(text("LOCK TABLE deliveries IN SHARE MODE"))
+        relay = processes.start("relay")
+        _book(api, department["id"], 2)
+        [orphan] = wait_until(
+            lambda: _backends_waiting_on_lock(engine, "INSERT INTO deliveries"),
+            what="the relay waiting inside its transaction",
+        )
+        processes.kill(relay)
+        # The lock it waited on is still held: its backend ends all the same, and with it
+        # its hold on the relay's position.
+        wait_until(
+            lambda: not _backend_alive(engine, orphan), what="the dead relay's backend ending"
+        )
+        with engine.connect() as conn:
+            conn.execute(text("SELECT position FROM relay_state FOR UPDATE NOWAIT")).all()
+            conn.rollback()
+    finally:
+        blocker.rollback()
+        blocker.close()
+    processes.start("relay")
+    processes.start("worker")
+    _assert_nothing_lost(api, hook, receiver, "orphan")
+
+
 def test_deliveries_queued_in_a_redis_that_loses_everything_are_delivered_all_the_same(
     api: Api,
     department: dict[str, Any],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -453,3 +454,38 @@ def test_the_recorder_writes_attempts_hand_backs_and_pauses_in_one_batch(
     assert (status, attempts, locked_until) == (store.PENDING, 0, None)
     assert next_attempt_at >= now + timedelta(minutes=3)
     assert paused_until is not None and paused_until >= now + PAUSE
+
+
+class FirstRounds:
+    """A queue that records what a relay gives it, and stops the relay after its first sweep
+    (its first round enqueues what it relayed, then what it swept)."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.stop = threading.Event()
+
+    def enqueue(self, delivery_ids: list[str]) -> None:
+        self.calls.append(list(delivery_ids))
+        if len(self.calls) == 2:
+            self.stop.set()
+
+    def backlog(self) -> int:
+        return 0
+
+
+def test_a_relay_taking_over_queues_what_a_relay_killed_before_queuing_left_under_lease(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings
+) -> None:
+    api.post("/webhooks", HOOK)
+    _book(api, department, 2)
+    # What a relay killed between its commit and its queuing leaves: deliveries under a
+    # queue lease, in no queue.
+    _more, stranded = relay.relay_once(_sessions(app), settings)
+    assert len(stranded) == 2
+    # The lease keeps a running relay's sweep off them: it honours the queue's hold.
+    assert relay.sweep(_sessions(app)) == []
+    queue = FirstRounds()
+    relay.run(_sessions(app), settings, queue, queue.stop)
+    relayed, swept = queue.calls
+    assert relayed == []
+    assert sorted(swept) == sorted(stranded)

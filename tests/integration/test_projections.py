@@ -6,10 +6,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import text
+from flask import Flask
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
+from moncreneau.appointments import service
 from moncreneau.cli import cli
+from moncreneau.models import AppointmentRow, EventRecord
 from tests.conftest import Api
 
 
@@ -80,3 +84,88 @@ def test_every_response_equals_the_fold_of_its_events(api: Api, department: dict
             range(1, appointment["version"] + 1)
         )
         assert history[-1]["data"]["object"] == appointment
+
+
+def _lengthen(app: Flask, appointment_id: int, changes: int) -> None:
+    """`changes` more events in the appointment's history, as PATCH would append them."""
+    sessions = app.extensions["moncreneau"].sessions
+    with sessions() as db:
+        row = db.get(AppointmentRow, appointment_id)
+        assert row is not None
+        for n in range(changes):
+            service.change(db, row.organization_id, appointment_id, {"notes": f"note {n}"})
+        db.commit()
+
+
+class Reads:
+    """SQL statements run, and event rows loaded, while counting."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.statements = 0
+        self.events_loaded = 0
+        self.counting = False
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(Session, "loaded_as_persistent", self._loaded)
+        self._engine = engine
+
+    def _statement(self, *_args: Any) -> None:
+        self.statements += self.counting
+
+    def _loaded(self, _session: Session, instance: object) -> None:
+        self.events_loaded += self.counting and isinstance(instance, EventRecord)
+
+    def of(self, call: Any) -> tuple[int, int]:
+        self.statements = self.events_loaded = 0
+        self.counting = True
+        try:
+            call()
+        finally:
+            self.counting = False
+        return self.statements, self.events_loaded
+
+    def close(self) -> None:
+        event.remove(self._engine, "before_cursor_execute", self._statement)
+        event.remove(Session, "loaded_as_persistent", self._loaded)
+
+
+def test_a_change_reads_as_much_after_500_events_as_after_one(
+    app: Flask, api: Api, department: dict[str, Any], engine: Engine
+) -> None:
+    made = {"departmentId": department["id"], "dateTime": "2026-03-02T08:00:00", "name": "P"}
+    short = api.post("/appointments", made).json["id"]
+    long = api.post("/appointments", {**made, "dateTime": "2026-03-02T09:00:00"}).json["id"]
+    _lengthen(app, long, 499)
+    reads = Reads(engine)
+    try:
+        per_change = {
+            appointment: [
+                reads.of(lambda a=appointment, n=n: _ok(api.patch(f"/appointments/{a}", n)))
+                for n in ({"notes": "x"}, {"name": "Q"})
+            ]
+            + [reads.of(lambda a=appointment: _ok(api.post(f"/appointments/{a}/validate")))]
+            for appointment in (short, long)
+        }
+    finally:
+        reads.close()
+    assert per_change[long] == per_change[short]
+    assert all(loaded == 0 for _statements, loaded in per_change[long])
+    assert api.get(f"/appointments/{long}").json["version"] == 503
+
+
+def _ok(response: Any) -> None:
+    assert response.status_code == 200, response.json
+
+
+def test_a_projection_row_that_lags_its_events_is_folded_again_and_rewritten(
+    api: Api, department: dict[str, Any], engine: Engine, database_url: str
+) -> None:
+    _busy_history(api, department)
+    live = _rows(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE appointments SET name = 'stale', version = 1 WHERE id = 2"))
+    assert api.patch("/appointments/2", {"notes": "y"}).status_code == 200
+    assert api.patch("/appointments/2", {"notes": "x"}).status_code == 200
+    now = _rows(engine)
+    assert now[1]["name"] == live[1]["name"]
+    assert now[1]["version"] == live[1]["version"] + 2
+    assert [r for r in now if r["id"] != 2] == [r for r in live if r["id"] != 2]
