@@ -12,7 +12,7 @@ import urllib3
 from benchmarks.harness import Pipeline, Receiver
 from moncreneau.config import Settings
 from moncreneau.delivery import signing
-from moncreneau.delivery.dispatcher import request_headers
+from moncreneau.delivery.attempts import request_headers
 from moncreneau.delivery.store import Claimed
 from tests.services import wait_until
 

@@ -15,8 +15,8 @@ from moncreneau.clock import iso_utc
 from moncreneau.config import Settings
 from moncreneau.db import write_session
 from moncreneau.delivery import store
-from moncreneau.delivery.dispatcher import MAX_PAUSE, PAUSE, Recorder
 from moncreneau.delivery.endpoints import pause_sending
+from moncreneau.delivery.recorder import MAX_PAUSE, PAUSE, Recorder
 from moncreneau.models import Delivery, IdempotencyRecord, WebhookSubscription
 from moncreneau.ops import housekeeping
 from moncreneau.outbox import relay

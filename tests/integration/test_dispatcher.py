@@ -15,14 +15,9 @@ import pytest
 from moncreneau import clock
 from moncreneau.db import make_engine, make_session_factory
 from moncreneau.delivery import schedule, sender
-from moncreneau.delivery.dispatcher import (
-    HEALTHY_ROUNDS,
-    PAUSE,
-    PAUSE_AFTER_FAILURES,
-    RELEASE_DELAY,
-    Dispatcher,
-    outcome,
-)
+from moncreneau.delivery.attempts import outcome
+from moncreneau.delivery.dispatcher import HEALTHY_ROUNDS, RELEASE_DELAY, Dispatcher
+from moncreneau.delivery.recorder import PAUSE, PAUSE_AFTER_FAILURES
 from moncreneau.delivery.store import FAILED, Claimed, Settlement
 from tests.conftest import make_settings
 from tests.receiver import Received, Receiver, answer, hang, sequence, start_receiver
@@ -55,6 +50,19 @@ def _claimed(n: int, url: str, lease: float) -> Claimed:
     )
 
 
+class Monotonic:
+    """Real monotonic time, plus however far a test has moved it on."""
+
+    def __init__(self) -> None:
+        self.skew = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skew
+
+    def advance(self, seconds: float) -> None:
+        self.skew += seconds
+
+
 class Released(list[tuple[list[str], timedelta]]):
     """What a dispatcher handed back: ids and delay, call by call."""
 
@@ -68,7 +76,14 @@ class Released(list[tuple[list[str], timedelta]]):
 
 
 @pytest.fixture
-def dispatching(sqlite_template: Path, tmp_path: Path) -> Iterator[tuple[Dispatcher, Released]]:
+def monotonic() -> Monotonic:
+    return Monotonic()
+
+
+@pytest.fixture
+def dispatching(
+    sqlite_template: Path, tmp_path: Path, monotonic: Monotonic
+) -> Iterator[tuple[Dispatcher, Released]]:
     """A dispatcher with a cap of CAP per endpoint, recording what it hands back."""
     shutil.copy(sqlite_template, tmp_path / "db.sqlite")
     settings = make_settings(
@@ -78,7 +93,7 @@ def dispatching(sqlite_template: Path, tmp_path: Path) -> Iterator[tuple[Dispatc
     )
     engine = make_engine(settings.database_url)
     released = Released()
-    dispatcher = Dispatcher(make_session_factory(engine), settings, released)
+    dispatcher = Dispatcher(make_session_factory(engine), settings, released, monotonic)
     try:
         yield dispatcher, released
     finally:
@@ -87,7 +102,7 @@ def dispatching(sqlite_template: Path, tmp_path: Path) -> Iterator[tuple[Dispatc
 
 
 def test_an_endpoint_holding_its_slots_without_answering_gets_its_overflow_back_after_a_timeout(
-    receiver: Receiver, dispatching: tuple[Dispatcher, Released]
+    receiver: Receiver, dispatching: tuple[Dispatcher, Released], monotonic: Monotonic
 ) -> None:
     dispatcher, released = dispatching
     url = receiver.on("hang", hang(TIMEOUT + 1))
@@ -100,10 +115,10 @@ def test_an_endpoint_holding_its_slots_without_answering_gets_its_overflow_back_
     # come; what does not fit is tried again shortly.
     assert released == [([f"msg_{held}"], RELEASE_DELAY)]
     # Silent for RELEASE_DELAY, it counts as stalled: overflow comes back after a timeout.
-    time.sleep(RELEASE_DELAY.total_seconds() + 0.2)
+    monotonic.advance(RELEASE_DELAY.total_seconds() + 0.2)
     dispatcher.submit([_claimed(held + 1, url, lease)])
     assert released[-1] == ([f"msg_{held + 1}"], timedelta(seconds=TIMEOUT))
-    assert len(receiver.received) == CAP
+    receiver.wait_for(lambda got: len(got) >= CAP)
     assert dispatcher.drain(TIMEOUT + 5)
     # What waited behind the endpoint was given back unsent when its lease ran short.
     given_back = {i for ids, _ in released for i in ids}

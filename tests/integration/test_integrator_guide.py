@@ -29,7 +29,8 @@ from moncreneau.app import create_app
 from moncreneau.auth import keys
 from moncreneau.config import DEFAULT_RETRY_SCHEDULE, Settings
 from moncreneau.db import make_engine
-from moncreneau.delivery import dispatcher, schedule, sender, signing
+from moncreneau.delivery import attempts, dispatcher, schedule, sender, signing
+from moncreneau.delivery import recorder as recorder_module
 from moncreneau.delivery import store as deliveries
 from moncreneau.domain.events import EVENT_TYPES as TYPES
 from moncreneau.models import Delivery, EventRecord
@@ -109,7 +110,7 @@ def delivery(body: bytes, *secrets: str, timestamp: int | None = None) -> dict[s
         locked_until=clock.now() + timedelta(minutes=1),
         secrets=secrets,
     )
-    return dispatcher.request_headers(attempt, int(time.time()) if timestamp is None else timestamp)
+    return attempts.request_headers(attempt, int(time.time()) if timestamp is None else timestamp)
 
 
 def run(
@@ -442,7 +443,7 @@ def outcome_of(response: sender.Response, attempt: int = 1) -> deliveries.Settle
         attempt_budget=settings.attempt_budget,
         locked_until=clock.now() + timedelta(minutes=1),
     )
-    return dispatcher.outcome(claimed, response, clock.now(), settings)
+    return attempts.outcome(claimed, response, clock.now(), settings)
 
 
 def test_the_table_of_answers_says_what_the_dispatcher_does() -> None:
@@ -505,7 +506,7 @@ def test_the_numbers_the_guide_quotes_are_those_of_the_code() -> None:
     assert settings.disable_after_hours == 5 * 24 and "five days" in text
     for phrase in quoted:
         assert phrase in text, phrase
-    source = inspect.getsource(dispatcher)
+    source = inspect.getsource(recorder_module)
     assert "The endpoint answered 410 Gone." in source
     assert '"Every delivery failed for {' in source
 
@@ -632,8 +633,8 @@ def _answer_410(sessions: Any, settings: Settings, webhook_id: int) -> None:
         claimed = deliveries.claim(db, list(ids)[:1], clock.now(), timedelta(minutes=1))
         db.commit()
     assert len(claimed) == 1
-    recorder = dispatcher.Recorder(sessions, settings)
-    recorder.add(dispatcher.outcome(claimed[0], _response(410, "HTTP 410"), clock.now(), settings))
+    recorder = recorder_module.Recorder(sessions, settings)
+    recorder.add(attempts.outcome(claimed[0], _response(410, "HTTP 410"), clock.now(), settings))
     assert recorder.wait_idle(10)
 
 
