@@ -289,6 +289,9 @@ class Webhook:
 
 @dataclass(frozen=True)
 class TestSent:
+    # Not a test case, though a test module that imports it would have pytest think so.
+    __test__ = False
+
     delivery_id: str
     event_id: str
     webhook_id: int
