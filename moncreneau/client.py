@@ -34,7 +34,7 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 3
 # The API's maximum page size: the fewest round trips for a whole list.
 DEFAULT_PAGE_SIZE = 200
-# A Retry-After longer than this is cut short: a caller would rather get the error than hang.
+# A longer Retry-After is cut to this: a caller should not hang for an hour on one call.
 MAX_RETRY_AFTER = 60.0
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 8.0
