@@ -70,12 +70,16 @@ def matches(expected: list[str], output: str) -> bool:
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A folder with `.venv/bin/moncreneau`, a `moncreneau run` serving from it, and ports."""
+    """A folder with `.venv/bin/moncreneau` and `python`, a `moncreneau run` serving, and ports."""
     bin_dir = tmp_path / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     wrapper = bin_dir / "moncreneau"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m moncreneau "$@"\n')
     wrapper.chmod(0o755)
+    # The README's Python runs with this interpreter, where moncreneau is installed.
+    python = bin_dir / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
     env = {
         k: v
         for k, v in os.environ.items()
