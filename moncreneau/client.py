@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import random
 import time
 import uuid
@@ -12,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 import requests
+
+from moncreneau.retry_after import parse_retry_after
 
 __all__ = [
     "ApiError",
@@ -444,21 +445,7 @@ def _given(**fields: Any) -> Json:
 
 def retry_after(value: str | None, now: Callable[[], datetime] | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), or None."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = now() if now else datetime.now(UTC)
-    return max(0.0, (when - current).total_seconds())
+    return parse_retry_after(value, now() if now else datetime.now(UTC))
 
 
 class Client:

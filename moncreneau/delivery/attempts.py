@@ -10,6 +10,7 @@ from moncreneau.config import Settings
 from moncreneau.delivery import schedule, sender, signing
 from moncreneau.delivery.store import DEAD, FAILED, SUCCEEDED, Claimed, Settlement
 from moncreneau.ops import metrics
+from moncreneau.retry_after import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def _next_attempt(
     try:
         retry_after = None
         if response.status_code in (429, 503):
-            retry_after = schedule.parse_retry_after(response.retry_after, now)
+            retry_after = parse_retry_after(response.retry_after, now)
         return schedule.next_attempt(now, claimed.attempt, settings.retry_schedule, retry_after)
     except Exception:
         # Whatever the answer held, the attempt is recorded: tried again late, not at once.

@@ -25,23 +25,3 @@ def next_attempt(
     now: datetime, attempt: int, schedule: tuple[float, ...], retry_after: float | None = None
 ) -> datetime:
     return now + timedelta(seconds=delay_after(attempt, schedule, retry_after))
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Retry-After in seconds or as an HTTP date; None when absent or unreadable, whatever
-    the receiver wrote."""
-    if not value:
-        return None
-    value = value.strip()
-    # Seconds are ASCII digits: `isdigit()` alone also takes "²", which `float()` refuses.
-    if value.isascii() and value.isdigit():
-        return float(value)
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, OverflowError):  # a year of 20 digits overflows
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - now).total_seconds())

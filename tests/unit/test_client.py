@@ -49,12 +49,15 @@ def test_the_client_imports_no_flask_sqlalchemy_database_driver_nor_server_modul
 
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.splitlines()[-1])
-    assert outcome == {"loaded": [], "ours": ["moncreneau", "moncreneau.client"]}
+    assert outcome == {
+        "loaded": [],
+        "ours": ["moncreneau", "moncreneau.client", "moncreneau.retry_after"],
+    }
 
 
 def test_the_client_import_proof_would_catch_a_server_module() -> None:
     proof = IMPORT_PROOF.replace(
-        "from moncreneau.client", "import moncreneau.errors\nfrom moncreneau.client"
+        "from moncreneau.client", "import moncreneau.api.errors\nfrom moncreneau.client"
     )
     result = _prove(proof)
 
@@ -69,7 +72,9 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after(" 3 ", lambda: now) == 3.0
     assert retry_after("Sun, 01 Feb 2026 09:00:30 GMT", lambda: now) == 30.0
     assert retry_after("Sun, 01 Feb 2026 08:00:00 GMT", lambda: now) == 0.0
-    assert retry_after("-5", lambda: now) == 0.0
+    assert retry_after("-5", lambda: now) is None
+    assert retry_after("²", lambda: now) is None
+    assert retry_after("Fri, 01 Jan 99999999999999999999 00:00:00 GMT", lambda: now) is None
     assert retry_after("soon", lambda: now) is None
     assert retry_after(None) is None
 

@@ -15,8 +15,8 @@ from moncreneau.delivery.schedule import (
     JITTER,
     MAX_RETRY_AFTER,
     delay_after,
-    parse_retry_after,
 )
+from moncreneau.retry_after import parse_retry_after
 
 NOW = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
 
