@@ -176,6 +176,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from moncreneau.appointments.routes import blp as appointments
     from moncreneau.departments.routes import blp as departments
     from moncreneau.events.routes import blp as events
+    from moncreneau.events.routes import types_blp as event_types
     from moncreneau.health import blp as health
     from moncreneau.webhooks.routes import blp as webhooks
 
@@ -185,7 +186,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     )
     runtime.api = api
-    for blueprint in (departments, appointments, events, webhooks):
+    for blueprint in (departments, appointments, events, event_types, webhooks):
         api.register_blueprint(blueprint)
     _document_errors(api)
     _document_links(api)

@@ -97,4 +97,4 @@ def test_health_is_only_for_the_webhooks_owner(api: Api, other_api: Api) -> None
 
 
 def test_the_open_delivery_index_names_exactly_the_open_statuses() -> None:
-    assert OPEN_DELIVERY == "status IN ({})".format(", ".join(f"'{s}'" for s in store.OPEN))
+    assert "status IN ({})".format(", ".join(f"'{s}'" for s in store.OPEN)) == OPEN_DELIVERY
