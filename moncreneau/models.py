@@ -239,6 +239,24 @@ class DeliveryAttempt(Base):
     response_excerpt: Mapped[str | None] = mapped_column(Text)
 
 
+class PortalLink(Base):
+    """A one-time link to the integrator portal, then the browser session it opened.
+
+    Only SHA-256 digests of the link's token and of the session's are kept.
+    """
+
+    __tablename__ = "portal_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    session_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    read_only: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class RelayState(Base):
     """How far the relay has read the event log; its row lock admits one relay at a time."""
 
