@@ -49,6 +49,8 @@ CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 PAGE_SIZE = 25
+# Windows a replay may cover, in hours, as the page offers them.
+REPLAY_WINDOWS = {1: "the last hour", 24: "the last 24 hours", 168: "the last 7 days"}
 # What the last action did, shown once on the page it led to.
 NOTICES = {
     "created": "Endpoint added.",
@@ -376,10 +378,6 @@ def delivery_retry(webhook_id: int, delivery_id: str) -> BaseResponse:
         ),
         303,
     )
-
-
-# Windows a replay may cover, in hours, as the page offers them.
-REPLAY_WINDOWS = {1: "the last hour", 24: "the last 24 hours", 168: "the last 7 days"}
 
 
 @blp.post("/webhooks/<id:webhook_id>/replay")

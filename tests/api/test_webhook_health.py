@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import update
 
 from moncreneau.clock import iso_utc
 from moncreneau.db import write_session
 from moncreneau.delivery import store
-from moncreneau.models import OPEN_DELIVERY
+from moncreneau.models import OPEN_DELIVERY, WebhookSubscription
 from tests.conftest import Api
 
 HOOK = {"url": "https://example.org/webhooks/moncreneau", "events": ["*"]}
@@ -98,3 +99,20 @@ def test_health_is_only_for_the_webhooks_owner(api: Api, other_api: Api) -> None
 
 def test_the_open_delivery_index_names_exactly_the_open_statuses() -> None:
     assert "status IN ({})".format(", ".join(f"'{s}'" for s in store.OPEN)) == OPEN_DELIVERY
+
+
+def test_a_paused_webhooks_next_attempt_is_the_end_of_its_pause(app: Flask, api: Api) -> None:
+    hook = api.post("/webhooks", HOOK).json
+    now = datetime.now(UTC).replace(microsecond=0)
+    sent = api.post(f"/webhooks/{hook['id']}/test").json["deliveryId"]
+    _attempt(app, sent, now, 503, now + timedelta(seconds=5))
+    until = now + timedelta(hours=2)
+    with write_session(app.extensions["moncreneau"].sessions) as db:
+        db.execute(
+            update(WebhookSubscription)
+            .where(WebhookSubscription.id == hook["id"])
+            .values(paused_until=until)
+        )
+        db.commit()
+    health = _health(api, hook)
+    assert (health["waiting"], health["nextAttemptAt"]) == (1, iso_utc(until))
