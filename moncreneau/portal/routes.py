@@ -14,7 +14,7 @@ from moncreneau.fields import StrictBoolean, StrictInteger
 from moncreneau.idempotency import DOC as IDEMPOTENCY_DOC
 from moncreneau.idempotency import idempotent
 from moncreneau.portal import links
-from moncreneau.web import organization_id, session
+from moncreneau.web import organization_id, runtime, session
 
 blp = Blueprint(
     "portal_links", __name__, url_prefix="/api/v1/portal-links", description="Portal links"
@@ -51,6 +51,11 @@ class PortalLink(ma.Schema):
     readOnly = ma.fields.Boolean(required=True)
 
 
+def portal_base() -> str:
+    """Where people reach this server: the setting, else the address this call came to."""
+    return runtime().settings.public_url or request.host_url.rstrip("/")
+
+
 @blp.route("")
 class PortalLinks(MethodView):
     @idempotent
@@ -68,7 +73,7 @@ class PortalLinks(MethodView):
             session(), organization_id(), body["expiresInMinutes"], body["readOnly"], utcnow()
         )
         return {
-            "url": request.host_url.rstrip("/") + links.OPEN_PATH + issued.token,
+            "url": portal_base() + links.OPEN_PATH + issued.token,
             "expiresAt": iso_utc(issued.expires_at),
             "readOnly": body["readOnly"],
         }

@@ -162,7 +162,7 @@ def open_link(token: str) -> BaseResponse:
         session_token,
         expires=expires_at,
         path="/portal",
-        secure=request.is_secure,
+        secure=request.is_secure or runtime().settings.public_url.startswith("https://"),
         httponly=True,
         samesite="Strict",
     )

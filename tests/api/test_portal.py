@@ -12,11 +12,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import text, update
 from sqlalchemy.engine import Engine
 
+from moncreneau.app import create_app
 from moncreneau.db import write_session
 from moncreneau.delivery import store
 from moncreneau.models import PortalLink
 from moncreneau.portal import links
-from tests.conftest import Api
+from tests.conftest import Api, make_settings, new_organization
 
 HOOK = {"url": "http://127.0.0.1:9/hook", "events": ["*"]}
 MARKUP = '<script>alert("x")</script>\'"&'
@@ -129,6 +130,21 @@ def test_the_session_cookie_is_secure_under_https(app: Flask, api: Api) -> None:
     path = "/" + _link(api)
     opened = app.test_client().post(path, base_url="https://portal.example.org")
     assert "Secure" in opened.headers["Set-Cookie"]
+
+
+def test_links_start_with_the_public_url_and_its_https_makes_the_cookie_secure(
+    database_url: str,
+) -> None:
+    settings = make_settings(database_url, public_url="https://moncreneau.example.org")
+    app = create_app(settings)
+    try:
+        api = Api(app.test_client(), new_organization(app)["apiKey"])
+        url = api.post("/portal-links", {"expiresInMinutes": 5}).json["url"]
+        assert url.startswith("https://moncreneau.example.org/portal/open/mcp_")
+        opened = app.test_client().post(url.removeprefix("https://moncreneau.example.org"))
+        assert "Secure" in opened.headers["Set-Cookie"]
+    finally:
+        app.extensions["moncreneau"].sessions.kw["bind"].dispose()
 
 
 def test_a_session_ends_when_its_link_expires(app: Flask, api: Api) -> None:
