@@ -13,6 +13,7 @@ from sqlalchemy import text, update
 from sqlalchemy.engine import Engine
 
 from moncreneau.app import create_app
+from moncreneau.config import ConfigError, Settings
 from moncreneau.db import write_session
 from moncreneau.delivery import store
 from moncreneau.models import PortalLink
@@ -380,3 +381,11 @@ def test_the_root_leads_to_the_docs_which_tell_how_to_get_a_portal_link(app: Fla
     assert client.get("/api/v1/docs").status_code == 200
     description = client.get("/api/v1/openapi.json").json["info"]["description"]
     assert "POST /api/v1/portal-links" in description and "Integrator portal" in description
+
+
+def test_a_public_url_that_is_no_http_url_is_refused_at_start() -> None:
+    with pytest.raises(ConfigError, match="MONCRENEAU_PUBLIC_URL"):
+        Settings.from_env({"MONCRENEAU_PUBLIC_URL": "moncreneau.example.org"})
+    assert Settings.from_env({"MONCRENEAU_PUBLIC_URL": "https://h.example/"}).public_url == (
+        "https://h.example"
+    )
