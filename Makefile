@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test lint openapi bench clean
+.PHONY: install run test lint browser screenshots openapi bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,26 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The browser tests drive Debian's Chromium through chromedriver: installed when missing
+# and run as root; otherwise those tests skip loudly (and fail under CI=true).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver for the browser tests"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq chromium chromium-driver; } >/dev/null 2>&1 \
+	      || echo "could not install chromium: the browser tests will skip"; \
+	  else \
+	    echo "chromium or chromedriver missing (apt-get install chromium chromium-driver): the browser tests will skip"; \
+	  fi; \
+	fi
+
+test: lint browser
 	$(BIN)/pytest -n 2 $(ARGS)
+
+# The portal's screenshots in the README, taken by the browser test.
+screenshots: $(STAMP) browser
+	MONCRENEAU_SCREENSHOTS=docs/portal $(BIN)/pytest -n 0 -q tests/browser -k subscribes
 
 # Starts its own processes on throwaway databases; writes benchmarks/RESULTS.md and latency.png.
 bench: $(STAMP)

@@ -21,6 +21,12 @@ Every call under `/api/v1` carries `X-API-Key`. Errors share one shape:
 `{"code": 422, "status": "Unprocessable Entity", "message": "...", "errors": {...}}`.
 Lists return `{"data": [...], "nextCursor": "...", "hasMore": true}` and the same cursor in
 the `X-Next-Cursor` header; pass it back as `cursor` for the next page.
+
+**The integrator portal.** Whoever receives your webhooks can see and manage them in a web
+page: create a link with `POST /api/v1/portal-links` (`{"expiresInMinutes": 60,
+"readOnly": false}`, see *Portal links* below) and hand them its `url`. It opens once and
+starts a browser session for your organization until `expiresAt`. The README's section
+*Integrator portal* tells more.
 """
 
 
@@ -178,6 +184,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from moncreneau.appointments.routes import blp as appointments
     from moncreneau.departments.routes import blp as departments
     from moncreneau.events.routes import blp as events
+    from moncreneau.events.routes import types_blp as event_types
+    from moncreneau.portal.routes import blp as portal_links
+    from moncreneau.portal.views import blp as portal
     from moncreneau.webhooks.routes import blp as webhooks
 
     app.url_map.converters["id"] = IdConverter
@@ -186,11 +195,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     )
     runtime.api = api
-    for blueprint in (departments, appointments, events, webhooks):
+    for blueprint in (departments, appointments, events, event_types, webhooks, portal_links):
         api.register_blueprint(blueprint)
     _document_errors(api)
     _document_links(api)
     app.register_blueprint(health)
+    app.register_blueprint(portal)
     web.trace(app)
     ratelimit.install(app, settings)
     web.install(app)

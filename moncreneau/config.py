@@ -86,6 +86,13 @@ def _networks(name: str, raw: str) -> tuple[str, ...]:
     return tuple(networks)
 
 
+def _public_url(name: str, raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if value and not value.startswith(("https://", "http://")):
+        raise ConfigError(f"{name} must be an http(s) URL such as https://host, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of MonCréneau; `from_env` is the only place that reads the environment."""
@@ -111,6 +118,9 @@ class Settings:
     log_format: str = "json"
     # when set, /metrics wants `Authorization: Bearer <token>`
     metrics_token: str = ""
+    # where people reach this server (`https://moncreneau.example.org`): portal links are
+    # built on it, and its `https` makes the portal's cookie Secure behind a proxy
+    public_url: str = ""
     # a subscription whose deliveries all failed for this long is disabled
     disable_after_hours: float = 120.0
     # requests in flight per worker process, and per endpoint within it
@@ -164,6 +174,7 @@ class Settings:
                 "MONCRENEAU_LOG_FORMAT", get("MONCRENEAU_LOG_FORMAT", "json"), ("json", "text")
             ),
             metrics_token=get("MONCRENEAU_METRICS_TOKEN", ""),
+            public_url=_public_url("MONCRENEAU_PUBLIC_URL", get("MONCRENEAU_PUBLIC_URL", "")),
             disable_after_hours=_float(
                 "MONCRENEAU_DISABLE_AFTER_HOURS", get("MONCRENEAU_DISABLE_AFTER_HOURS", "120")
             ),

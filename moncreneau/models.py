@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -155,6 +156,10 @@ class WebhookSubscription(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+# Spelled out with literals: a partial index serves a query whose condition is these words.
+OPEN_DELIVERY = "status IN ('pending', 'failed')"
+
+
 class Delivery(Base):
     """One event for one subscription; `body` is frozen so every retry sends the same bytes."""
 
@@ -163,6 +168,14 @@ class Delivery(Base):
         UniqueConstraint("event_position", "subscription_id", name="uq_deliveries_event_sub"),
         Index("ix_deliveries_due", "status", "next_attempt_at"),
         Index("ix_deliveries_sub_seq", "subscription_id", "seq"),
+        # a webhook's waiting deliveries and the next of them, for its health
+        Index(
+            "ix_deliveries_open_sub_next",
+            "subscription_id",
+            "next_attempt_at",
+            sqlite_where=text(OPEN_DELIVERY),
+            postgresql_where=text(OPEN_DELIVERY),
+        ),
     )
 
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -190,17 +203,58 @@ class Delivery(Base):
 
 
 class DeliveryAttempt(Base):
+    """One try; `error` is null exactly when the endpoint answered 2xx in time."""
+
     __tablename__ = "delivery_attempts"
-    __table_args__ = (Index("ix_delivery_attempts_delivery", "delivery_seq", "number"),)
+    __table_args__ = (
+        Index("ix_delivery_attempts_delivery", "delivery_seq", "number"),
+        # A webhook's health reads its latest successes and failures, and counts a day's:
+        # each a range of one of these, however many attempts the table holds.
+        Index(
+            "ix_delivery_attempts_sub_succeeded",
+            "subscription_id",
+            "started_at",
+            sqlite_where=text("error IS NULL"),
+            postgresql_where=text("error IS NULL"),
+        ),
+        Index(
+            "ix_delivery_attempts_sub_failed",
+            "subscription_id",
+            "started_at",
+            sqlite_where=text("error IS NOT NULL"),
+            postgresql_where=text("error IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     delivery_seq: Mapped[int] = mapped_column(BigInteger)
+    # the delivery's webhook, copied so that health needs no join; null only in rows
+    # written by hand (every attempt a worker records carries it)
+    subscription_id: Mapped[int | None] = mapped_column(Integer)
     number: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     duration_ms: Mapped[int] = mapped_column(Integer)
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+
+class PortalLink(Base):
+    """A one-time link to the integrator portal, then the browser session it opened.
+
+    Only SHA-256 digests of the link's token and of the session's are kept.
+    """
+
+    __tablename__ = "portal_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    session_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    read_only: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class RelayState(Base):

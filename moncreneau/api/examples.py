@@ -13,6 +13,9 @@ TEST_EVENT_ID = "evt_01kf0hp0pa1tzr9pkksdd997vw"
 CREATED_EVENT_ID = "evt_01kfd6nw6pegdb3bn7x9vd436j"
 UPDATED_EVENT_ID = "evt_01kg01x552gvp8n9dw88najvhd"
 VALIDATED_EVENT_ID = "evt_01kg1xkme9k0szpdyefszy539y"
+CANCELLED_EVENT_ID = "evt_01kg7a2xw4t9m3qz8hv5rj6n0c"
+COMPLETED_EVENT_ID = "evt_01kgf3tq2m8yv6h0c4rbn7wd5e"
+DISABLED_EVENT_ID = "evt_01kg2c9d1s7b4e6yw0q3xfm8tj"
 TEST_DELIVERY_ID = "msg_01kf0hp0pvjxgxejza328gjg39"
 CREATED_DELIVERY_ID = "msg_01kfd6nw9dv1ayefvj6jvjs9dr"
 UPDATED_DELIVERY_ID = "msg_01kg01x568esanqazb2fxj26kh"
@@ -183,6 +186,18 @@ WEBHOOK = {
     **{k: v for k, v in WEBHOOK_CREATED.items() if k != "secret"},
     "events": ["*"],
     "updatedAt": "2026-01-16T11:20:00Z",
+}
+WEBHOOK_WITH_HEALTH = {
+    **WEBHOOK,
+    "health": {
+        "attempts24h": 48,
+        "successRate24h": 0.9583,
+        "lastSuccessAt": "2026-01-27T15:40:02Z",
+        "lastFailureAt": "2026-01-27T15:43:21Z",
+        "lastError": "HTTP 502",
+        "waiting": 1,
+        "nextAttemptAt": "2026-01-27T15:48:26Z",
+    },
 }
 WEBHOOK_PAGE = {"data": [WEBHOOK], "nextCursor": None, "hasMore": False}
 WEBHOOK_ROTATED = {

@@ -6,8 +6,9 @@ import hmac
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request, send_from_directory
+from flask import Blueprint, Response, abort, jsonify, redirect, request, send_from_directory
 from sqlalchemy import text
+from werkzeug.wrappers import Response as BaseResponse
 
 from moncreneau.api.errors import error_response
 from moncreneau.api.web import runtime
@@ -22,6 +23,12 @@ def _swagger_ui_dir() -> Path | None:
     except ImportError:
         return None
     return Path(swagger_ui_bundle.swagger_ui_path)
+
+
+@blp.get("/")
+def home() -> BaseResponse:
+    """A person who opens the server's address finds the API's documentation."""
+    return redirect("/api/v1/docs", 302)
 
 
 @blp.get("/healthz")

@@ -155,6 +155,8 @@ def _authenticate() -> Response | None:
 def _require_json() -> Response | None:
     if request.method in SAFE_METHODS or request.method == "DELETE":
         return None
+    if not request.path.startswith(API_PREFIX):
+        return None  # the portal's HTML forms
     has_body = (
         bool(request.content_length)
         or "chunked" in request.headers.get("Transfer-Encoding", "").lower()

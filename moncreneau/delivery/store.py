@@ -300,6 +300,7 @@ class Settlement:
 def _attempt_row(s: Settlement) -> dict[str, Any]:
     return {
         "delivery_seq": s.claimed.seq,
+        "subscription_id": s.claimed.subscription_id,
         "number": s.claimed.attempt,
         "started_at": s.started_at,
         "duration_ms": s.duration_ms,

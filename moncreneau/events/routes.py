@@ -9,10 +9,13 @@ from flask_smorest import Blueprint
 
 from moncreneau.api import examples
 from moncreneau.api.web import organization_id, page_response, session
-from moncreneau.events import service
-from moncreneau.events.schemas import Event, EventPage, EventQuery
+from moncreneau.events import catalog, service
+from moncreneau.events.schemas import Event, EventPage, EventQuery, EventTypePage
 
 blp = Blueprint("events", __name__, url_prefix="/api/v1/events", description="Events")
+types_blp = Blueprint(
+    "event_types", __name__, url_prefix="/api/v1/event-types", description="Event types"
+)
 
 
 @blp.route("")
@@ -37,3 +40,15 @@ class EventById(MethodView):
     def get(self, event_id: str) -> Any:
         """Get an event"""
         return service.get(session(), organization_id(), event_id)
+
+
+@types_blp.route("")
+class EventTypes(MethodView):
+    @types_blp.response(200, EventTypePage, example=catalog.first_page_example())
+    def get(self) -> Any:
+        """List event types, with a JSON Schema and an example per payload version
+
+        Every type there is, in one page. Each example is rendered by the code that renders
+        deliveries, and every delivery validates against its version's schema.
+        """
+        return {"data": catalog.catalog(), "nextCursor": None, "hasMore": False}

@@ -31,3 +31,29 @@ class EventQuery(page_args("events")):  # type: ignore[misc]
 
 
 EventPage = page_schema(Event, "EventPage")
+
+
+class EventTypeVersion(ma.Schema):
+    version = ma.fields.String(required=True, metadata={"example": "2.0"})
+    json_schema = ma.fields.Dict(
+        attribute="schema",
+        data_key="schema",
+        required=True,
+        metadata={"description": "The JSON Schema (2020-12) of a body in this version."},
+    )
+    example = ma.fields.Dict(
+        required=True, metadata={"description": "A body as a delivery carries it."}
+    )
+
+
+class EventType(ma.Schema):
+    type = ma.fields.String(required=True, metadata={"enum": list(EVENT_TYPES)})
+    description = ma.fields.String(required=True)
+    subscribable = ma.fields.Boolean(
+        required=True,
+        metadata={"description": "Whether a webhook may list it in `events` (not `webhook.test`)."},
+    )
+    versions = ma.fields.List(ma.fields.Nested(EventTypeVersion), required=True)
+
+
+EventTypePage = page_schema(EventType, "EventTypePage")

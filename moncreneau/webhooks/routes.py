@@ -19,6 +19,7 @@ from moncreneau.api.web import (
     runtime,
     session,
 )
+from moncreneau.clock import now
 from moncreneau.domain.errors import Invalid
 from moncreneau.webhooks import deliveries as delivery_log
 from moncreneau.webhooks import service
@@ -33,6 +34,7 @@ from moncreneau.webhooks.schemas import (
     WebhookChange,
     WebhookCreate,
     WebhookPage,
+    WebhookWithHealth,
     WebhookWithSecret,
 )
 
@@ -65,10 +67,14 @@ class Webhooks(MethodView):
 
 @blp.route("/<id:webhook_id>")
 class WebhookById(MethodView):
-    @blp.response(200, Webhook, example=examples.WEBHOOK)
+    @blp.response(200, WebhookWithHealth, example=examples.WEBHOOK_WITH_HEALTH)
     def get(self, webhook_id: int) -> Any:
-        """Get a webhook"""
-        return service.get(session(), organization_id(), webhook_id)
+        """Get a webhook and its health
+
+        `health` sums up the last 24 hours of attempts, the latest success and failure,
+        and the deliveries that wait.
+        """
+        return delivery_log.webhook_with_health(session(), organization_id(), webhook_id, now())
 
     @blp.arguments(WebhookChange(), required=False, example=examples.WEBHOOK_CHANGE)
     @blp.response(200, Webhook, example=examples.WEBHOOK)
@@ -124,6 +130,7 @@ class Deliveries(MethodView):
             args["limit"],
             args["cursor"],
             args.get("status"),
+            args.get("eventType"),
         )
         return page_response(page)
 

@@ -11,7 +11,7 @@ from moncreneau.api.fields import AwareDateTime, Pattern, StrictBoolean, Text
 from moncreneau.api.web import page_args, page_schema
 from moncreneau.delivery import urls
 from moncreneau.delivery.store import DEAD, FAILED, PENDING, SUCCEEDED
-from moncreneau.domain.events import SUBSCRIBABLE
+from moncreneau.domain.events import EVENT_TYPES, SUBSCRIBABLE
 from moncreneau.outbox import payloads
 
 EVENTS_HELP = f'Event types to receive, or `["*"]` for all: {", ".join(SUBSCRIBABLE)}.'
@@ -112,6 +112,49 @@ class Webhook(ma.Schema):
     updatedAt = ma.fields.String(required=True, metadata={"format": "date-time"})
 
 
+class Health(ma.Schema):
+    attempts24h = ma.fields.Integer(
+        required=True, metadata={"description": "Attempts made in the last 24 hours."}
+    )
+    successRate24h = ma.fields.Float(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "Share of those attempts that succeeded, 0 to 1; null without any.",
+            "minimum": 0,
+            "maximum": 1,
+        },
+    )
+    lastSuccessAt = ma.fields.String(
+        required=True, allow_none=True, metadata={"format": "date-time"}
+    )
+    lastFailureAt = ma.fields.String(
+        required=True, allow_none=True, metadata={"format": "date-time"}
+    )
+    lastError = ma.fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The error of the latest failed attempt."},
+    )
+    waiting = ma.fields.Integer(
+        required=True,
+        metadata={"description": "Deliveries not sent yet or being retried (`pending`, `failed`)."},
+    )
+    nextAttemptAt = ma.fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "format": "date-time",
+            "description": "When the next waiting delivery is due (after a pause, if any); "
+            "null when none waits or the webhook is disabled.",
+        },
+    )
+
+
+class WebhookWithHealth(Webhook):
+    health = ma.fields.Nested(Health, required=True)
+
+
 class WebhookWithSecret(Webhook):
     secret = ma.fields.String(
         required=True,
@@ -164,6 +207,10 @@ class DeliveryDetail(Delivery):
 
 class DeliveryQuery(page_args("deliveries")):  # type: ignore[misc]
     status = ma.fields.String(validate=ma.validate.OneOf(STATUSES))
+    eventType = ma.fields.String(
+        validate=ma.validate.OneOf(EVENT_TYPES),
+        metadata={"description": "Only deliveries of this event type."},
+    )
 
 
 class ReplayRequest(ma.Schema):

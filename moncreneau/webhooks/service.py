@@ -186,6 +186,15 @@ def rotate_secret(
     return {**represent(subscription), "secret": secret}
 
 
+def test_object(subscription: WebhookSubscription) -> dict[str, Any]:
+    """What a `webhook.test` event says: which endpoint it is for."""
+    return {
+        "webhookId": subscription.id,
+        "url": subscription.url,
+        "message": "This is a test delivery from MonCréneau.",
+    }
+
+
 def send_test(
     session: Session, organization_id: int, webhook_id: int, settings: Settings
 ) -> dict[str, Any]:
@@ -198,11 +207,7 @@ def send_test(
         type=TEST_EVENT,
         occurred_at=now,
         data={"webhookId": subscription.id},
-        object={
-            "webhookId": subscription.id,
-            "url": subscription.url,
-            "message": "This is a test delivery from MonCréneau.",
-        },
+        object=test_object(subscription),
     )
     session.flush()  # the delivery names the event's position
     budget = settings.attempt_budget

@@ -309,3 +309,15 @@ def test_a_lone_surrogate_in_a_string_is_a_422_not_a_500(
     response = api.post("/appointments", body)
     assert response.status_code == 422
     assert field in response.json["errors"]
+
+
+def test_the_delivery_log_filters_on_event_type(api: Api, department: dict[str, Any]) -> None:
+    hook = api.post("/webhooks", {**HOOK, "events": ["*"]}).json
+    sent = api.post(f"/webhooks/{hook['id']}/test").json
+    booked = {"departmentId": department["id"], "dateTime": "2026-02-01T10:00:00", "name": "A"}
+    assert api.post("/appointments", booked).status_code == 201
+    tests = api.get(f"/webhooks/{hook['id']}/deliveries?eventType=webhook.test").json["data"]
+    assert [d["id"] for d in tests] == [sent["deliveryId"]]
+    unknown = api.get(f"/webhooks/{hook['id']}/deliveries?eventType=appointment.exploded")
+    assert unknown.status_code == 422
+    assert "eventType" in unknown.json["errors"]

@@ -1,0 +1,1 @@
+"""The integrator portal: one-time links, and the web pages they open."""
