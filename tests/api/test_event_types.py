@@ -14,12 +14,13 @@ from sqlalchemy import select
 from moncreneau.clock import utcnow
 from moncreneau.config import Settings
 from moncreneau.db import write_session
+from moncreneau.delivery.endpoints import record_disabled
+from moncreneau.domain.events import EVENT_TYPES
 from moncreneau.events.catalog import example, schema
-from moncreneau.events.schemas import EVENT_TYPES
 from moncreneau.integrator.trigger import trigger
 from moncreneau.models import EventRecord
 from moncreneau.outbox import payloads
-from moncreneau.webhooks.service import find, record_disabled
+from moncreneau.webhooks.service import find
 from tests.conftest import Api
 
 HOOK = {"url": "https://example.org/webhooks/moncreneau", "events": ["*"]}
