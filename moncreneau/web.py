@@ -24,7 +24,7 @@ from moncreneau.delivery.queueing import DeliveryQueue, make_queue
 from moncreneau.domain.errors import Invalid
 from moncreneau.errors import database_error_response, error_response
 from moncreneau.fields import Pattern
-from moncreneau.pagination import Page, cursor_pattern
+from moncreneau.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, cursor_pattern
 from moncreneau.secretbox import SecretBox, resolve_key
 
 log = logging.getLogger(__name__)
@@ -262,9 +262,9 @@ def install(app: Flask) -> None:
 
 class PageArgs(ma.Schema):
     limit = ma.fields.Integer(
-        load_default=50,
-        validate=ma.validate.Range(min=1, max=200),
-        metadata={"description": "Page size, 1 to 200 (default 50)."},
+        load_default=DEFAULT_PAGE_SIZE,
+        validate=ma.validate.Range(min=1, max=MAX_PAGE_SIZE),
+        metadata={"description": f"Page size, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})."},
     )
 
 
