@@ -198,13 +198,16 @@ class Settings:
     max_body_bytes: int = _setting(
         1_048_576, "MONCRENEAU_MAX_BODY_BYTES", _whole(1024, 1_073_741_824)
     )
-    # per API key, in the `limits` notation; empty: no limit
+    # per API key, and per client address for requests without a valid key, in the `limits`
+    # notation; empty: no limit
     rate_limit: str = _setting(
         "100 per second; 3000 per minute",
         "MONCRENEAU_RATE_LIMIT",
         _rate_limit,
         empty_is_default=False,
     )
+    # reverse proxies in front of the API that append the client's address to X-Forwarded-For
+    trusted_proxies: int = _setting(0, "MONCRENEAU_TRUSTED_PROXIES", _whole(0, 10))
     # how long a process may go on trusting a key it has seen (a revocation's delay)
     key_cache_seconds: float = _setting(5.0, "MONCRENEAU_KEY_CACHE_SECONDS", _amount(86_400.0))
     log_level: str = _setting("INFO", "MONCRENEAU_LOG_LEVEL", _choice(LOG_LEVELS, upper=True))

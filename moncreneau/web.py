@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from moncreneau import logs, metrics
+from moncreneau import logs, metrics, ratelimit
 from moncreneau.auth import keys
 from moncreneau.config import Settings
 from moncreneau.db import write_session
@@ -50,6 +50,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     keys: keys.KeyCache
     api: Any = None
+    limits: ratelimit.RateLimits | None = None
     _box: SecretBox | None = None
     _queue: DeliveryQueue | None = None
 
@@ -137,19 +138,44 @@ def page_response(page: Page[Any]) -> tuple[dict[str, Any], int, dict[str, str]]
     return body, 200, headers
 
 
-def _authenticate() -> Response | None:
+def _identify() -> None:
+    """Who calls (an organization's key, or nobody), and so whose budget the call spends.
+
+    A request without a valid key spends its address's budget, whatever key it claims; an
+    address with none left is refused before a key this process does not know costs a
+    database lookup.
+    """
     path = request.path
     if not path.startswith(API_PREFIX) or path.startswith(PUBLIC_PATHS):
-        return None
+        return
+    rt = runtime()
     key = request.headers.get("X-API-Key", "")
-    if not key:
-        return error_response(401, "Missing X-API-Key header.")
-    org = runtime().keys.authenticate(session(), key)
+    address = ratelimit.address_bucket()
+    org = rt.keys.known(key) if key else None
+    if key and org is None:
+        if rt.limits and rt.limits.exhausted(address):
+            # The limiter's check, next, answers 429; this is for a window freed meanwhile.
+            g.refusal = error_response(
+                429,
+                "Too many requests without a valid key from this address; retry later.",
+                headers={"Retry-After": "1"},
+            )
+            ratelimit.spend(address)
+            return
+        org = rt.keys.authenticate(session(), key)
     if org is None:
-        return error_response(401, "Unknown or revoked API key.")
+        message = "Unknown or revoked API key." if key else "Missing X-API-Key header."
+        g.refusal = error_response(401, message)
+        ratelimit.spend(address)
+        return
     g.organization_id = org
     logs.organization_id.set(org)
-    return None
+    ratelimit.spend(ratelimit.key_bucket(keys.prefix_of(key) or ""))
+
+
+def _authenticate() -> Response | None:
+    refusal: Response | None = g.pop("refusal", None)
+    return refusal
 
 
 def _require_json() -> Response | None:
@@ -251,6 +277,11 @@ def trace(app: Flask) -> None:
     app.before_request(_begin)
     app.after_request(_finish)
     app.teardown_request(_forget)
+
+
+def identify(app: Flask) -> None:
+    """Install before the rate limiter, which charges the bucket this names."""
+    app.before_request(_identify)
 
 
 def install(app: Flask) -> None:

@@ -35,6 +35,7 @@ def test_an_empty_value_is_the_default_except_for_the_rate_limit() -> None:
         ("MONCRENEAU_RELAY_POLL_SECONDS", "1e300"),
         ("MONCRENEAU_WORKER_CONCURRENCY", "9" * 5000),
         ("MONCRENEAU_MAX_BODY_BYTES", "10"),
+        ("MONCRENEAU_TRUSTED_PROXIES", "-1"),
         ("MONCRENEAU_SECRET_KEY", ","),
         ("MONCRENEAU_SECRET_KEY", " , ,"),
         ("MONCRENEAU_LOG_LEVEL", "chatty"),
