@@ -213,7 +213,7 @@ class Settings:
     log_level: str = _setting("INFO", "MONCRENEAU_LOG_LEVEL", _choice(LOG_LEVELS, upper=True))
     # "json" (one object a line, for log pipelines) or "text" (for a terminal)
     log_format: str = _setting("json", "MONCRENEAU_LOG_FORMAT", _choice(FORMATS))
-    # when set, /metrics wants `Authorization: Bearer <token>`
+    # /metrics wants `Authorization: Bearer <token>`; unset, /metrics is off
     metrics_token: str = _setting("", "MONCRENEAU_METRICS_TOKEN", _text)
     # a subscription whose deliveries all failed for this long is disabled
     disable_after_hours: float = _setting(
