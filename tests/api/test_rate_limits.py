@@ -171,3 +171,21 @@ def test_a_key_this_process_knows_is_served_even_from_an_address_over_its_budget
     other = new_organization(app, "Other")["apiKey"]
     assert _from(app, shared, other).get("/departments").status_code == 429
     assert _from(app, "198.51.100.41", other).get("/departments").status_code == 200
+
+
+def test_health_checks_between_calls_neither_spend_nor_reset_a_shared_budget(
+    database_url: str,
+) -> None:
+    problem = services.redis_problem()
+    if problem:
+        services.unavailable("Redis", problem)
+    settings = make_settings(database_url, rate_limit="3 per minute", redis_url=services.REDIS_URL)
+    first, second = create_app(settings), create_app(settings)
+    key = new_organization(first)["apiKey"]
+    answers = []
+    for app in (first, second, first, second):
+        client = app.test_client()
+        for path in ("/healthz", "/readyz", "/api/v1/openapi.json"):
+            assert client.get(path).status_code == 200
+        answers.append(Api(client, key).get("/departments").status_code)
+    assert answers == [200] * 3 + [429]
