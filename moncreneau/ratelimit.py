@@ -73,9 +73,7 @@ def install(app: Flask, settings: Settings) -> RateLimits | None:
     limiter = Limiter(
         key_func=_bucket,
         app=app,
-        default_limits=[
-            Limit(settings.rate_limit, scope=_SCOPE, shared=True, exempt_when=_exempt)
-        ],
+        default_limits=[Limit(settings.rate_limit, scope=_SCOPE, shared=True, exempt_when=_exempt)],
         # Unknown paths under /api/v1 spend a budget as well.
         request_identifier=lambda: request.endpoint or "unmatched",
         headers_enabled=True,
