@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from moncreneau.api import errors, examples, ratelimit, web
 from moncreneau.api.fields import MAX_ID, IdConverter
@@ -60,7 +61,10 @@ _COMMON_ERRORS = {
     "404": "No such resource in your organization.",
     "413": "The request body is too large.",
     "415": "The body is not `application/json`.",
-    "429": "Over the API key's rate limit; `Retry-After` says when to retry.",
+    "429": (
+        "Over the API key's rate limit (without a valid key, the client address's); "
+        "`Retry-After` says when to retry."
+    ),
 }
 _PATH_PARAMETER = re.compile(r"\{(\w+)\}")
 
@@ -171,6 +175,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         TESTING=settings.testing,
     )
     logs.configure(settings.log_level, settings.log_format)
+    if settings.trusted_proxies:
+        # The client's address (rate limits without a valid key) as the proxies saw it.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
 
     engine = make_engine(settings.database_url)
     runtime = web.Runtime(
@@ -202,7 +209,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health)
     app.register_blueprint(portal)
     web.trace(app)
-    ratelimit.install(app, settings)
+    web.identify(app)
+    runtime.limits = ratelimit.install(app, settings)
     web.install(app)
     errors.register(app)
     return app

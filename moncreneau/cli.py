@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from moncreneau.api.web import runtime
 from moncreneau.app import create_app
 from moncreneau.auth import keys
+from moncreneau.config import ConfigError
 from moncreneau.db import write_session
 from moncreneau.domain.errors import DomainError
 from moncreneau.ops import logs
@@ -48,8 +49,16 @@ def _upgrade_database() -> None:
     upgrade(runtime().sessions.kw["bind"])
 
 
+def _create_app() -> Flask:
+    """The app on the environment's settings, every one checked before any work starts."""
+    try:
+        return create_app()
+    except ConfigError as error:
+        raise click.ClickException(f"configuration: {error}") from None
+
+
 cli = FlaskGroup(
-    create_app=lambda: create_app(),
+    create_app=_create_app,
     add_default_commands=False,
     add_version_option=False,
     help="MonCréneau: appointment booking with signed, reliable webhooks.",
@@ -122,7 +131,7 @@ def run_command(host: str, port: int) -> None:
 _metrics_port = click.option(
     "--metrics-port",
     envvar="MONCRENEAU_METRICS_PORT",
-    type=int,
+    type=click.IntRange(1, 65535),
     default=None,
     help="Serve this process's Prometheus metrics on this port.",
 )

@@ -3,53 +3,90 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any
+
+from moncreneau.ops.logs import FORMATS
 
 DEFAULT_DATABASE_URL = "sqlite:///moncreneau.db"
 # Seconds between attempts: 10 attempts over about three days (2.9), growing ~x4 each time.
 DEFAULT_RETRY_SCHEDULE = (5.0, 60.0, 300.0, 1800.0, 7200.0, 21600.0, 43200.0, 86400.0, 86400.0)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Bounds that keep every value usable where it ends up: a datetime, a sleep, a timeout.
+MAX_HOURS = 87_600.0  # ten years
+MAX_SECONDS = 31_536_000.0  # a year
+MAX_COUNT = 1_000_000
+SECRET_KEY_REQUIRED = (
+    "MONCRENEAU_SECRET_KEY is required with this database: every process must use the "
+    "same key to read webhook secrets"
+)
+
+Parser = Callable[[str, str], Any]
 
 
 class ConfigError(ValueError):
     """A setting from the environment has a value that cannot be used."""
 
 
+def _shown(raw: str) -> str:
+    return repr(raw) if len(raw) <= 40 else f"{raw[:40]!r}... ({len(raw):,} characters)"
+
+
+def _text(_name: str, raw: str) -> str:
+    return raw.strip()
+
+
 def _bool(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
         return True
-    if value in {"0", "false", "no", "off", ""}:
+    if value in {"0", "false", "no", "off"}:
         return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    raise ConfigError(f"{name} must be true or false, got {_shown(raw)}")
 
 
-def _int(name: str, raw: str, minimum: int = 0) -> int:
+def _whole(minimum: int, maximum: int = MAX_COUNT) -> Parser:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {_shown(raw)}") from None
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{name} must be from {minimum:,} to {maximum:,}, got {_shown(raw)}")
+        return value
+
+    return parse
+
+
+def _number(name: str, raw: str, minimum: float, maximum: float, above: bool) -> float:
     try:
-        value = int(raw)
+        value = float(raw.strip())
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+        raise ConfigError(f"{name} must be a number, got {_shown(raw)}") from None
+    low_ok = value > minimum if above else value >= minimum
+    if not (math.isfinite(value) and low_ok and value <= maximum):
+        low = f"more than {minimum:g}" if above else f"at least {minimum:g}"
+        raise ConfigError(f"{name} must be {low} and at most {maximum:,g}, got {_shown(raw)}")
     return value
 
 
-def _float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {raw!r}")
-    return value
+def _amount(maximum: float, *, above_zero: bool = False) -> Parser:
+    """A number of seconds or hours, from 0 (excluded if `above_zero`) to `maximum`."""
+
+    def parse(name: str, raw: str) -> float:
+        return _number(name, raw, 0.0, maximum, above_zero)
+
+    return parse
 
 
 def _schedule(name: str, raw: str) -> tuple[float, ...]:
     parts = [p.strip() for p in raw.split(",") if p.strip()]
     if not parts:
-        raise ConfigError(f"{name} must list at least one delay in seconds, got {raw!r}")
-    return tuple(_float(name, p) for p in parts)
+        raise ConfigError(f"{name} must list at least one delay in seconds, got {_shown(raw)}")
+    return tuple(_number(name, p, 0.0, MAX_SECONDS, False) for p in parts)
 
 
 def _rate_limit(name: str, raw: str) -> str:
@@ -60,16 +97,19 @@ def _rate_limit(name: str, raw: str) -> str:
             parse_many(raw)
     except ValueError:
         raise ConfigError(
-            f"{name} must read like '100 per second; 3000 per minute', got {raw!r}"
+            f"{name} must read like '100 per second; 3000 per minute', got {_shown(raw)}"
         ) from None
     return raw.strip()
 
 
-def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
-    value = raw.strip().lower()
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-    return value
+def _choice(choices: tuple[str, ...], upper: bool = False) -> Parser:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {_shown(raw)}")
+        return value
+
+    return parse
 
 
 def _networks(name: str, raw: str) -> tuple[str, ...]:
@@ -81,7 +121,7 @@ def _networks(name: str, raw: str) -> tuple[str, ...]:
             networks.append(str(ipaddress.ip_network(part, strict=False)))
         except ValueError:
             raise ConfigError(
-                f"{name} must list networks such as 10.8.0.0/16, got {part!r}"
+                f"{name} must list networks such as 10.8.0.0/16, got {_shown(part)}"
             ) from None
     return tuple(networks)
 
@@ -93,105 +133,130 @@ def _public_url(name: str, raw: str) -> str:
     return value
 
 
+def secret_keys(value: str) -> list[str]:
+    """The keys of MONCRENEAU_SECRET_KEY, comma-separated: the first seals, every one opens."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _secret_key(name: str, raw: str) -> str:
+    # The value is a secret: no message repeats it.
+    if not secret_keys(raw):
+        raise ConfigError(f"{name} must hold at least one key (several are comma-separated)")
+    return raw.strip()
+
+
+def _database_url(name: str, raw: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    # The URL may hold a password: no message repeats it.
+    try:
+        backend = make_url(raw.strip()).get_backend_name()
+    except ArgumentError:
+        backend = None
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"{name} must be a sqlite:/// or postgresql+psycopg:// URL "
+            "such as postgresql+psycopg://user@host/db"
+        )
+    return raw.strip()
+
+
+def _redis_url(name: str, raw: str) -> str:
+    if raw.strip().split("://", 1)[0] not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{name} must be a redis://, rediss:// or unix:// URL")
+    return raw.strip()
+
+
+def _from(variable: str, parse: Parser, *, empty_is_default: bool = True) -> dict[str, Any]:
+    """Field metadata: the variable a setting is read from, and how.
+
+    An empty value is the same as none, unless the setting gives emptiness a meaning.
+    """
+    return {"variable": variable, "parse": parse, "empty_is_default": empty_is_default}
+
+
+def _setting(default: Any, variable: str, parse: Parser, **options: bool) -> Any:
+    return field(default=default, metadata=_from(variable, parse, **options))
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of MonCréneau; `from_env` is the only place that reads the environment."""
+    """Every knob of MonCréneau, each with its one default and the variable it is read from.
 
-    database_url: str = DEFAULT_DATABASE_URL
-    redis_url: str | None = None
-    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
-    allow_private_urls: bool = False
+    `from_env` is the only place that reads the environment.
+    """
+
+    database_url: str = _setting(DEFAULT_DATABASE_URL, "DATABASE_URL", _database_url)
+    # unset: the embedded mode, no Redis
+    redis_url: str | None = _setting(None, "REDIS_URL", _redis_url)
+    retry_schedule: tuple[float, ...] = _setting(
+        DEFAULT_RETRY_SCHEDULE, "MONCRENEAU_RETRY_SCHEDULE", _schedule
+    )
+    allow_private_urls: bool = _setting(False, "MONCRENEAU_ALLOW_PRIVATE_URLS", _bool)
     # networks webhook URLs may reach although they are not public (an operator's choice)
-    allowed_networks: tuple[str, ...] = ()
-    secret_key: str = ""
-    delivery_timeout: float = 10.0
-    secret_grace_hours: float = 24.0
-    max_body_bytes: int = 1_048_576
-    # per API key, in the `limits` notation; empty: no limit
-    rate_limit: str = "100 per second; 3000 per minute"
-    default_page_size: int = 50
-    max_page_size: int = 200
+    allowed_networks: tuple[str, ...] = _setting((), "MONCRENEAU_ALLOWED_NETWORKS", _networks)
+    # required unless the database is SQLite (which keeps a generated one beside it)
+    secret_key: str = _setting("", "MONCRENEAU_SECRET_KEY", _secret_key)
+    delivery_timeout: float = _setting(
+        10.0, "MONCRENEAU_DELIVERY_TIMEOUT", _amount(3600.0, above_zero=True)
+    )
+    secret_grace_hours: float = _setting(24.0, "MONCRENEAU_SECRET_GRACE_HOURS", _amount(MAX_HOURS))
+    max_body_bytes: int = _setting(
+        1_048_576, "MONCRENEAU_MAX_BODY_BYTES", _whole(1024, 1_073_741_824)
+    )
+    # per API key, and per client address for requests without a valid key, in the `limits`
+    # notation; empty: no limit
+    rate_limit: str = _setting(
+        "100 per second; 3000 per minute",
+        "MONCRENEAU_RATE_LIMIT",
+        _rate_limit,
+        empty_is_default=False,
+    )
+    # reverse proxies in front of the API that append the client's address to X-Forwarded-For
+    trusted_proxies: int = _setting(0, "MONCRENEAU_TRUSTED_PROXIES", _whole(0, 10))
     # how long a process may go on trusting a key it has seen (a revocation's delay)
-    key_cache_seconds: float = 5.0
-    log_level: str = "INFO"
+    key_cache_seconds: float = _setting(5.0, "MONCRENEAU_KEY_CACHE_SECONDS", _amount(86_400.0))
+    log_level: str = _setting("INFO", "MONCRENEAU_LOG_LEVEL", _choice(LOG_LEVELS, upper=True))
     # "json" (one object a line, for log pipelines) or "text" (for a terminal)
-    log_format: str = "json"
-    # when set, /metrics wants `Authorization: Bearer <token>`
-    metrics_token: str = ""
+    log_format: str = _setting("json", "MONCRENEAU_LOG_FORMAT", _choice(FORMATS))
+    # /metrics wants `Authorization: Bearer <token>`; unset, /metrics is off
+    metrics_token: str = _setting("", "MONCRENEAU_METRICS_TOKEN", _text)
     # where people reach this server (`https://moncreneau.example.org`): portal links are
     # built on it, and its `https` makes the portal's cookie Secure behind a proxy
-    public_url: str = ""
+    public_url: str = _setting("", "MONCRENEAU_PUBLIC_URL", _public_url)
     # a subscription whose deliveries all failed for this long is disabled
-    disable_after_hours: float = 120.0
+    disable_after_hours: float = _setting(
+        120.0, "MONCRENEAU_DISABLE_AFTER_HOURS", _amount(MAX_HOURS)
+    )
     # requests in flight per worker process, and per endpoint within it
-    worker_concurrency: int = 256
-    endpoint_concurrency: int = 50
+    worker_concurrency: int = _setting(256, "MONCRENEAU_WORKER_CONCURRENCY", _whole(1))
+    endpoint_concurrency: int = _setting(50, "MONCRENEAU_ENDPOINT_CONCURRENCY", _whole(1))
     # events claimed per relay transaction; deliveries per queued job
-    relay_batch: int = 500
-    job_batch: int = 100
-    queue_name: str = "moncreneau-deliveries"
-    relay_poll_seconds: float = 0.05
-    sweep_seconds: float = 1.0
+    relay_batch: int = _setting(500, "MONCRENEAU_RELAY_BATCH", _whole(1))
+    job_batch: int = _setting(100, "MONCRENEAU_JOB_BATCH", _whole(1))
+    queue_name: str = _setting("moncreneau-deliveries", "MONCRENEAU_QUEUE_NAME", _text)
+    relay_poll_seconds: float = _setting(0.05, "MONCRENEAU_RELAY_POLL_SECONDS", _amount(3600.0))
+    sweep_seconds: float = _setting(1.0, "MONCRENEAU_SWEEP_SECONDS", _amount(3600.0))
     testing: bool = False
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Every setting, checked: a value that cannot be used raises a `ConfigError` naming it."""
         env = os.environ if env is None else env
-        get = env.get
-        return cls(
-            database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-            redis_url=get("REDIS_URL") or None,
-            retry_schedule=_schedule(
-                "MONCRENEAU_RETRY_SCHEDULE",
-                get("MONCRENEAU_RETRY_SCHEDULE") or ",".join(map(str, DEFAULT_RETRY_SCHEDULE)),
-            ),
-            allow_private_urls=_bool(
-                "MONCRENEAU_ALLOW_PRIVATE_URLS", get("MONCRENEAU_ALLOW_PRIVATE_URLS", "false")
-            ),
-            allowed_networks=_networks(
-                "MONCRENEAU_ALLOWED_NETWORKS", get("MONCRENEAU_ALLOWED_NETWORKS", "")
-            ),
-            secret_key=get("MONCRENEAU_SECRET_KEY", ""),
-            delivery_timeout=_float(
-                "MONCRENEAU_DELIVERY_TIMEOUT", get("MONCRENEAU_DELIVERY_TIMEOUT", "10")
-            ),
-            secret_grace_hours=_float(
-                "MONCRENEAU_SECRET_GRACE_HOURS", get("MONCRENEAU_SECRET_GRACE_HOURS", "24")
-            ),
-            rate_limit=_rate_limit(
-                "MONCRENEAU_RATE_LIMIT",
-                get("MONCRENEAU_RATE_LIMIT", "100 per second; 3000 per minute"),
-            ),
-            max_body_bytes=_int(
-                "MONCRENEAU_MAX_BODY_BYTES", get("MONCRENEAU_MAX_BODY_BYTES", "1048576"), 1024
-            ),
-            key_cache_seconds=_float(
-                "MONCRENEAU_KEY_CACHE_SECONDS", get("MONCRENEAU_KEY_CACHE_SECONDS", "5")
-            ),
-            log_level=get("MONCRENEAU_LOG_LEVEL", "INFO").upper(),
-            log_format=_choice(
-                "MONCRENEAU_LOG_FORMAT", get("MONCRENEAU_LOG_FORMAT", "json"), ("json", "text")
-            ),
-            metrics_token=get("MONCRENEAU_METRICS_TOKEN", ""),
-            public_url=_public_url("MONCRENEAU_PUBLIC_URL", get("MONCRENEAU_PUBLIC_URL", "")),
-            disable_after_hours=_float(
-                "MONCRENEAU_DISABLE_AFTER_HOURS", get("MONCRENEAU_DISABLE_AFTER_HOURS", "120")
-            ),
-            worker_concurrency=_int(
-                "MONCRENEAU_WORKER_CONCURRENCY", get("MONCRENEAU_WORKER_CONCURRENCY", "256"), 1
-            ),
-            endpoint_concurrency=_int(
-                "MONCRENEAU_ENDPOINT_CONCURRENCY", get("MONCRENEAU_ENDPOINT_CONCURRENCY", "50"), 1
-            ),
-            relay_batch=_int("MONCRENEAU_RELAY_BATCH", get("MONCRENEAU_RELAY_BATCH", "500"), 1),
-            job_batch=_int("MONCRENEAU_JOB_BATCH", get("MONCRENEAU_JOB_BATCH", "100"), 1),
-            queue_name=get("MONCRENEAU_QUEUE_NAME") or "moncreneau-deliveries",
-            relay_poll_seconds=_float(
-                "MONCRENEAU_RELAY_POLL_SECONDS", get("MONCRENEAU_RELAY_POLL_SECONDS", "0.05")
-            ),
-            sweep_seconds=_float("MONCRENEAU_SWEEP_SECONDS", get("MONCRENEAU_SWEEP_SECONDS", "1")),
-        )
+        values: dict[str, Any] = {}
+        for setting in fields(cls):
+            if "variable" not in setting.metadata:
+                continue
+            variable: str = setting.metadata["variable"]
+            raw = env.get(variable)
+            if raw is None or (not raw.strip() and setting.metadata["empty_is_default"]):
+                continue
+            values[setting.name] = setting.metadata["parse"](variable, raw)
+        settings = cls(**values)
+        if not settings.secret_key and not settings.is_sqlite:
+            raise ConfigError(SECRET_KEY_REQUIRED)
+        return settings
 
     def replace(self, **changes: object) -> Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import IntEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, create_engine, event
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Integer,
+    MetaData,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -115,3 +125,39 @@ def write_session(factory: sessionmaker[Session]) -> Session:
     session = factory()
     session.connection(execution_options=WRITE)
     return session
+
+
+class LockKind(IntEnum):
+    """The first key of a two-key advisory lock: each kind of lock has a key space of its own.
+
+    PostgreSQL keeps one-key (bigint) and two-key (int, int) advisory locks apart, and two-key
+    locks with different first keys never meet, whatever their second: a slot's lock never
+    waits for an Idempotency-Key's, whatever the organization or the key. The second key is a
+    32-bit hash of the locked name, so two names of one kind may share a lock (rarely): they
+    then take turns, which costs time and never correctness.
+    """
+
+    # ("M" << 8) | "C"; one lock, with 1 as the second key
+    EVENT_LOG = 19779
+    SLOT = 19780
+    IDEMPOTENCY_KEY = 19781
+
+
+_LOCK = text("SELECT pg_advisory_xact_lock(CAST(:kind AS integer), hashtext(:name))")
+_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(CAST(:kind AS integer), hashtext(:name))")
+
+
+def lock(session: Session, kind: LockKind, name: str) -> None:
+    """Wait for the `kind` lock on `name`, held until the transaction ends.
+
+    PostgreSQL only: SQLite admits a single writer at a time anyway.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK, {"kind": int(kind), "name": name})
+
+
+def try_lock(session: Session, kind: LockKind, name: str) -> bool:
+    """Take the `kind` lock on `name` until the transaction ends, or say it is taken."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return bool(session.scalar(_TRY_LOCK, {"kind": int(kind), "name": name}))

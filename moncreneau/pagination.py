@@ -14,6 +14,10 @@ from moncreneau.domain.errors import Invalid
 
 T = TypeVar("T")
 
+# A list's `limit`, as the public contract fixes it.
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
 
 def cursor_pattern(kind: str) -> str:
     """Every cursor of the `kind` list, as the spec documents it: the list, then a hex position."""

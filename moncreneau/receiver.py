@@ -95,11 +95,16 @@ def _header(lowered: Mapping[str, str], name: str) -> str:
     return value
 
 
+_TIMESTAMP_DIGITS = 12
+
+
 def _timestamp(lowered: Mapping[str, str], name: str, now: int, tolerance: int) -> int:
     raw = _header(lowered, name)
-    # int() alone would take " 12", "1_2" or non-ASCII digits, none of which a sender writes.
-    if not (raw.isascii() and raw.isdigit()):
-        raise WebhookVerificationError(f"bad timestamp: {name} is {raw!r}, not Unix seconds")
+    # int() alone would take " 12", "1_2" or non-ASCII digits, none of which a sender writes,
+    # and raise ValueError past 4,300 digits; Unix seconds have 10 digits until 2286.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= _TIMESTAMP_DIGITS):
+        shown = repr(raw) if len(raw) <= 40 else f"{len(raw):,} characters long"
+        raise WebhookVerificationError(f"bad timestamp: {name} is {shown}, not Unix seconds")
     timestamp = int(raw)
     if now - timestamp > tolerance:
         raise WebhookVerificationError(

@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from moncreneau.config import ConfigError, Settings
+from moncreneau.config import SECRET_KEY_REQUIRED, ConfigError, Settings, secret_keys
 from moncreneau.models import IdempotencyRecord, WebhookSubscription
 
 
@@ -26,7 +26,7 @@ def _fernet(key: str) -> Fernet:
 
 class SecretBox:
     def __init__(self, key: str) -> None:
-        keys = [part.strip() for part in key.split(",") if part.strip()]
+        keys = secret_keys(key)
         if not keys:
             raise ConfigError("MONCRENEAU_SECRET_KEY must not be empty")
         self._fernet = MultiFernet([_fernet(k) for k in keys])
@@ -74,10 +74,7 @@ def resolve_key(settings: Settings) -> str:
     if settings.secret_key:
         return settings.secret_key
     if not settings.is_sqlite:
-        raise ConfigError(
-            "MONCRENEAU_SECRET_KEY is required with this database: every process must use the "
-            "same key to read webhook secrets"
-        )
+        raise ConfigError(SECRET_KEY_REQUIRED)
     database = settings.database_url.split("///", 1)[-1] or "moncreneau.db"
     path = Path(f"{database}.key") if database != ":memory:" else Path("moncreneau.db.key")
     try:

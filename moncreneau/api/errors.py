@@ -32,7 +32,7 @@ _DEFAULT_MESSAGES = {
     413: "The request body is too large.",
     415: "The request body must be JSON, sent with Content-Type: application/json.",
     422: "The request has invalid fields; see errors.",
-    429: "Too many requests for this API key; retry after Retry-After seconds.",
+    429: "Too many requests; retry after Retry-After seconds.",
     500: "Internal server error.",
     503: "The service is temporarily unavailable; retry shortly.",
 }

@@ -344,7 +344,7 @@ ERRORS = {
         "This Idempotency-Key was already used with a different request.",
         {"Idempotency-Key": ["Already used with a different request body or path."]},
     ),
-    "429": _error(429, "Too many requests for this API key; retry after Retry-After seconds."),
+    "429": _error(429, "Too many requests; retry after Retry-After seconds."),
     "default": _error(500, "Internal server error."),
 }
 NOT_FOUND = {

@@ -64,7 +64,12 @@ def readyz() -> Response:
 def prometheus_metrics() -> Response:
     rt = runtime()
     token = rt.settings.metrics_token
-    if token and not hmac.compare_digest(
+    if not token:
+        # Totals across tenants and queries over the backlog: not for whoever asks.
+        return error_response(
+            403, "/metrics is off: set MONCRENEAU_METRICS_TOKEN, then scrape with that token."
+        )
+    if not hmac.compare_digest(
         request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()
     ):
         return error_response(

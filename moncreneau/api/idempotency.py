@@ -10,11 +10,12 @@ from functools import wraps
 from typing import Any
 
 from flask import Response, make_response, request
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select
 
 from moncreneau.api.errors import error_response
 from moncreneau.api.web import organization_id, runtime, session
 from moncreneau.clock import utcnow
+from moncreneau.db import LockKind, try_lock
 from moncreneau.models import IDEMPOTENCY_RETENTION, IdempotencyRecord
 
 HEADER = "Idempotency-Key"
@@ -79,16 +80,11 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
             )
         db = session()
         org = organization_id()
-        if db.get_bind().dialect.name == "postgresql":
-            # Held until this request's transaction ends; SQLite already has one writer at a time.
-            locked = db.scalar(
-                text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, :org))"),
-                {"k": key, "org": org},
+        # Held until this request's transaction ends.
+        if not try_lock(db, LockKind.IDEMPOTENCY_KEY, f"{org}:{key}"):
+            return error_response(
+                409, f"A request with this {HEADER} is still being processed; retry later."
             )
-            if not locked:
-                return error_response(
-                    409, f"A request with this {HEADER} is still being processed; retry later."
-                )
         fingerprint = _fingerprint()
         now = utcnow()
         record = db.scalar(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from moncreneau.api import ratelimit
 from moncreneau.api.errors import database_error_response, error_response
 from moncreneau.api.fields import Pattern
 from moncreneau.auth import keys
@@ -24,7 +27,7 @@ from moncreneau.db import write_session
 from moncreneau.delivery.queueing import DeliveryQueue, make_queue
 from moncreneau.domain.errors import Invalid
 from moncreneau.ops import logs, metrics
-from moncreneau.pagination import Page, cursor_pattern
+from moncreneau.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, cursor_pattern
 from moncreneau.secretbox import SecretBox, resolve_key
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,10 @@ _TAG = r'(?:W/)?"[!#-~]*"'
 IF_MATCH_PATTERN = rf"^[ \t]*(?:\*|{_TAG}(?:[ \t]*,[ \t]*{_TAG})*)[ \t]*$"
 _IF_MATCH = re.compile(IF_MATCH_PATTERN.removeprefix("^").removesuffix("$"))
 _ENTITY_TAG = re.compile(r'(W/)?"([^"]*)"')
+# Python reads no integer of more than this many digits (a ValueError, which the schema's
+# JSON parser lets through): only a body with such a run of digits is worth reading twice.
+_MAX_DIGITS = sys.get_int_max_str_digits()
+_LONG_DIGITS = re.compile(rb"[0-9]{%d}" % (_MAX_DIGITS + 1))
 # A caller's X-Request-Id is kept when it is this tame; otherwise the API makes one.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
@@ -50,6 +57,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     keys: keys.KeyCache
     api: Any = None
+    limits: ratelimit.RateLimits | None = None
     _box: SecretBox | None = None
     _queue: DeliveryQueue | None = None
 
@@ -137,19 +145,44 @@ def page_response(page: Page[Any]) -> tuple[dict[str, Any], int, dict[str, str]]
     return body, 200, headers
 
 
-def _authenticate() -> Response | None:
+def _identify() -> None:
+    """Who calls (an organization's key, or nobody), and so whose budget the call spends.
+
+    A request without a valid key spends its address's budget, whatever key it claims; an
+    address with none left is refused before a key this process does not know costs a
+    database lookup.
+    """
     path = request.path
     if not path.startswith(API_PREFIX) or path.startswith(PUBLIC_PATHS):
-        return None
+        return
+    rt = runtime()
     key = request.headers.get("X-API-Key", "")
-    if not key:
-        return error_response(401, "Missing X-API-Key header.")
-    org = runtime().keys.authenticate(session(), key)
+    address = ratelimit.address_bucket()
+    org = rt.keys.known(key) if key else None
+    if key and org is None:
+        if rt.limits and rt.limits.exhausted(address):
+            # The limiter's check, next, answers 429; this is for a window freed meanwhile.
+            g.refusal = error_response(
+                429,
+                "Too many requests without a valid key from this address; retry later.",
+                headers={"Retry-After": "1"},
+            )
+            ratelimit.spend(address)
+            return
+        org = rt.keys.authenticate(session(), key)
     if org is None:
-        return error_response(401, "Unknown or revoked API key.")
+        message = "Unknown or revoked API key." if key else "Missing X-API-Key header."
+        g.refusal = error_response(401, message)
+        ratelimit.spend(address)
+        return
     g.organization_id = org
     logs.organization_id.set(org)
-    return None
+    ratelimit.spend(ratelimit.key_bucket(keys.prefix_of(key) or ""))
+
+
+def _authenticate() -> Response | None:
+    refusal: Response | None = g.pop("refusal", None)
+    return refusal
 
 
 def _require_json() -> Response | None:
@@ -178,6 +211,16 @@ def _require_json() -> Response | None:
             too_large = True
         if too_large:
             return error_response(413)
+    if has_body and _LONG_DIGITS.search(request.get_data(cache=True)):
+        try:
+            json.loads(request.get_data(cache=True))
+        except json.JSONDecodeError:
+            return error_response(400, "The request body is not valid JSON.")
+        except ValueError:
+            return error_response(
+                400,
+                f"The request body holds a number of more than {_MAX_DIGITS:,} digits.",
+            )
     return None
 
 
@@ -255,6 +298,11 @@ def trace(app: Flask) -> None:
     app.teardown_request(_forget)
 
 
+def identify(app: Flask) -> None:
+    """Install before the rate limiter, which charges the bucket this names."""
+    app.before_request(_identify)
+
+
 def install(app: Flask) -> None:
     app.before_request(_authenticate)
     app.before_request(_require_json)
@@ -264,9 +312,9 @@ def install(app: Flask) -> None:
 
 class PageArgs(ma.Schema):
     limit = ma.fields.Integer(
-        load_default=50,
-        validate=ma.validate.Range(min=1, max=200),
-        metadata={"description": "Page size, 1 to 200 (default 50)."},
+        load_default=DEFAULT_PAGE_SIZE,
+        validate=ma.validate.Range(min=1, max=MAX_PAGE_SIZE),
+        metadata={"description": f"Page size, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})."},
     )
 
 

@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from moncreneau.appointments.representation import previous_attributes, represent
 from moncreneau.clock import utcnow
+from moncreneau.db import LockKind, lock
 from moncreneau.departments.service import Rules, rules, zone
 from moncreneau.domain import events as domain_events
 from moncreneau.domain.appointments import Appointment, Status
@@ -85,17 +86,12 @@ def _department(session: Session, organization_id: int, department_id: int) -> R
     return department
 
 
-_LOCK_SLOT = text("SELECT pg_advisory_xact_lock(hashtextextended(:slot, 7))")
-
-
 def _lock_slot(session: Session, department: Rules, starts_at: datetime) -> None:
     """Serialize the bookings of one start time until commit: capacity is per start time.
 
     Bookings of other start times, in this department or another, go on in parallel.
-    SQLite admits one writer at a time anyway.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_LOCK_SLOT, {"slot": f"slot:{department.id}:{starts_at.isoformat()}"})
+    lock(session, LockKind.SLOT, f"{department.id}:{starts_at.isoformat()}")
 
 
 # Built once: a booking's own work is a few statements, and building this one cost a third

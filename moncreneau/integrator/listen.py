@@ -95,6 +95,11 @@ def forward(url: str, body: bytes, headers: dict[str, str]) -> int:
         return 502
 
 
+def _count(raw: str) -> int | None:
+    """A whole number as HTTP writes one; None for anything else (signs, spaces, 4,300 digits)."""
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+
+
 def serve(host: str, port: int, listener: Listener) -> ThreadingHTTPServer:
     """Bind the receiver (port 0 picks a free one); the caller runs `serve_forever`."""
 
@@ -102,14 +107,21 @@ def serve(host: str, port: int, listener: Listener) -> ThreadingHTTPServer:
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            length = _count(self.headers.get("Content-Length") or "0")
+            if length is None:
+                self.close_connection = True
+                self._answer(400, b"bad Content-Length")
+                return
             if length > MAX_BODY:
                 self._answer(413, b"too large")
                 return
             body = self.rfile.read(length)
             target = urlsplit(self.path)
             if target.path == FAIL_PATH:
-                count = int((parse_qs(target.query).get("count") or ["1"])[0])
+                count = _count((parse_qs(target.query).get("count") or ["1"])[0])
+                if count is None:
+                    self._answer(400, b"count must be a whole number")
+                    return
                 with listener.lock:
                     listener.fail_next = count
                 listener.echo(f"the next {count} delivery(ies) will be answered 500")

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
+from moncreneau.db import LockKind
 from moncreneau.ids import new_id
 from moncreneau.models import EventRecord
 
@@ -18,9 +19,8 @@ CHANNEL = "moncreneau_events"
 DIRECTED_TO = "moncreneau.directed_to_webhook"
 
 
-# The two-key advisory lock that serializes appends; its key space is apart from the
-# one-key locks (Idempotency-Key).
-_LOG_LOCK = "pg_advisory_xact_lock(19779, 1)"
+# The advisory lock that serializes appends, in the event log's own key space.
+_LOG_LOCK = f"pg_advisory_xact_lock({LockKind.EVENT_LOG:d}, 1)"
 
 
 def lock_log(session: Session) -> None:

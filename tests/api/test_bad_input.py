@@ -742,6 +742,56 @@ def test_deeply_nested_json_is_a_4xx_and_writes_nothing(
     assert_error(response, response.status_code)
 
 
+def with_a_huge_integer(body: dict[str, Any]) -> str:
+    """The body, plus an integer of 5,000 digits: more than Python reads from a string."""
+    rest = json.dumps(body)[1:]
+    return '{"huge": ' + "9" * 5_000 + (", " + rest if body else "}")
+
+
+@pytest.mark.parametrize(("method", "path", "body"), WRITE_ROUTES)
+def test_an_integer_of_thousands_of_digits_is_a_400_and_writes_nothing(
+    api: Api,
+    engine: Engine,
+    ids: Ids,
+    method: str,
+    path: str,
+    body: Body,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with writes_nothing(engine):
+        response = send(
+            api,
+            method,
+            path,
+            ids,
+            data=with_a_huge_integer(body(ids)),
+            content_type="application/json",
+        )
+    assert "4,300 digits" in assert_error(response, 400)["message"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_huge_integer_does_not_use_up_the_idempotency_key(api: Api, engine: Engine) -> None:
+    body = {"name": "Cardiologie", "timezone": "Europe/Paris"}
+    key = {"Idempotency-Key": "huge-1"}
+    with writes_nothing(engine):
+        refused = api.post(
+            "/departments",
+            data=with_a_huge_integer(body),
+            content_type="application/json",
+            headers=key,
+        )
+    assert_error(refused, 400)
+    assert api.post("/departments", body, headers=key).status_code == 201
+    replayed = api.post("/departments", body, headers=key)
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_huge_integer_inside_a_string_is_only_text(api: Api) -> None:
+    created = api.post("/departments", {"name": "9" * 5_000, "timezone": "Europe/Paris"})
+    assert_error(created, 422, "name")
+
+
 OUT_OF_RANGE_IDS = [2**31, 2**63]  # past PostgreSQL's integer, past SQLite's
 
 ID_ROUTES: list[Any] = [

@@ -19,10 +19,18 @@ from moncreneau.ops import logs
 from tests.conftest import Api, make_settings
 
 _SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
+TOKEN = "scrape-me"
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """/metrics answers only with a token."""
+    return make_settings(database_url, metrics_token=TOKEN)
 
 
 def scrape(client: FlaskClient, **headers: str) -> dict[str, float]:
     """Every sample of /metrics, keyed `name{labels}` as the exposition writes them."""
+    headers.setdefault("Authorization", f"Bearer {TOKEN}")
     response = client.get("/metrics", headers=headers)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.content_type.startswith("text/plain; version=")
@@ -95,8 +103,16 @@ def test_metrics_report_events_appended_and_what_is_still_to_deliver(
     assert 'moncreneau_deliveries_waiting{status="pending"}' in after
 
 
-def test_metrics_want_the_bearer_token_when_one_is_set(database_url: str) -> None:
-    app = create_app(make_settings(database_url, metrics_token="scrape-me"))
+def test_metrics_are_off_without_a_token(database_url: str) -> None:
+    app = create_app(make_settings(database_url))
+    refused = app.test_client().get("/metrics")
+    assert refused.status_code == 403
+    assert refused.json is not None and refused.json["code"] == 403
+    assert "MONCRENEAU_METRICS_TOKEN" in refused.json["message"]
+    assert "moncreneau_" not in refused.get_data(as_text=True)
+
+
+def test_metrics_want_the_bearer_token_when_one_is_set(app: Flask) -> None:
     client = app.test_client()
     refused = client.get("/metrics")
     assert refused.status_code == 401

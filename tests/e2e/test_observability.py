@@ -13,9 +13,13 @@ from tests.e2e.conftest import Processes
 from tests.receiver import Receiver, answer
 from tests.services import free_port, wait_until
 
+TOKEN = "e2e-metrics-token"
+
 
 def samples(url: str) -> dict[str, float]:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    # The API's /metrics wants the token; a worker's own port ignores it.
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
         text = response.read().decode()
     found = {}
     for line in text.splitlines():
@@ -36,7 +40,7 @@ def test_metrics_of_every_gunicorn_worker_add_up_whichever_answers(
     app: Flask, processes: Processes
 ) -> None:
     port = free_port()
-    processes.start("api", "--port", str(port), "--workers", "3")
+    processes.start("api", "--port", str(port), "--workers", "3", MONCRENEAU_METRICS_TOKEN=TOKEN)
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: answering(f"{base}/metrics"), what="gunicorn answering /metrics")
     key = new_organization(app)["apiKey"]

@@ -131,6 +131,21 @@ def test_a_delivery_without_signature_headers_is_answered_401_and_queues_nothing
     assert queue.count == 0
 
 
+@pytest.mark.parametrize("header", ["webhook-timestamp", "X-Moncreneau-Timestamp"])
+def test_a_timestamp_of_thousands_of_digits_is_answered_401_and_queues_nothing(
+    client: FlaskClient, queue: Queue, header: str
+) -> None:
+    headers = signed(BODY)
+    headers[header] = "1" * 5_000
+
+    response = client.post(PATH, data=BODY, headers=headers)
+
+    assert response.status_code == 401
+    assert response.json is not None
+    assert response.json["error"].startswith("bad timestamp")
+    assert queue.count == 0
+
+
 def test_a_signed_body_that_is_not_an_event_is_answered_400_and_queues_nothing(
     client: FlaskClient, queue: Queue
 ) -> None:

@@ -614,3 +614,15 @@ def test_the_receiver_module_exports_its_whole_api() -> None:
         "WebhookVerificationError",
         "verify",
     ]
+
+
+@pytest.mark.parametrize("header", ["webhook-timestamp", "X-Moncreneau-Timestamp"])
+def test_a_timestamp_of_thousands_of_digits_is_refused_as_bad_and_not_repeated(
+    header: str,
+) -> None:
+    headers = delivery()
+    headers[header] = "1" * 5_000
+
+    assert refusal(BODY, headers) == (
+        f"bad timestamp: {header.lower()} is 5,000 characters long, not Unix seconds"
+    )
