@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +132,39 @@ def wait_until(
             return value
         time.sleep(every)
     raise AssertionError(f"not reached within {timeout:g}s: {what}")
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def moncreneau_run(
+    folder: Path, env: dict[str, str], program: Sequence[str | Path] = ()
+) -> Iterator[str]:
+    """`moncreneau run` in `folder` on a free port, logging to run.log there; yields its
+    base URL once /healthz answers, and stops it afterwards.
+
+    `program`: the command to run, `python -m moncreneau` of this interpreter by default.
+    """
+    command = [str(part) for part in program] or [sys.executable, "-m", "moncreneau"]
+    port = free_port()
+    with open(folder / "run.log", "wb") as log:
+        process = subprocess.Popen(
+            [*command, "run", "--port", str(port)],
+            cwd=folder,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: answers(f"{base}/healthz"), what="moncreneau run answering /healthz")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +13,7 @@ import pytest
 from moncreneau.auth import keys
 from moncreneau.db import make_engine, make_session_factory
 from tests import services
-from tests.e2e.conftest import call, free_port, pipeline_env, wait_until
+from tests.e2e.conftest import call, pipeline_env
 from tests.receiver import Receiver, start_receiver
 
 CHROMIUM = os.environ.get("MONCRENEAU_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -127,31 +124,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("moncreneau-run")
     env = pipeline_env(f"sqlite:///{folder / 'moncreneau.db'}", None)
     env["MONCRENEAU_RETRY_SCHEDULE"] = "3600"
-    port = free_port()
-    log_path = folder / "run.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moncreneau", "run", "--port", str(port)],
-            cwd=folder,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    try:
-        wait_until(up, what="moncreneau run answering /healthz")
+    with services.moncreneau_run(folder, env) as base:
         yield Server(base, env, folder)
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 @pytest.fixture

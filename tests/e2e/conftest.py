@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from moncreneau.integrator.listen import api_call
 from tests import services
 from tests.conftest import make_settings
 from tests.receiver import Receiver, start_receiver
-from tests.services import free_port, wait_until
 
 SECRET_KEY = "e2e-secret-key"
 DELIVERY_TIMEOUT = 2.0
@@ -143,26 +141,7 @@ def embedded(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A `moncreneau run` process in its own folder, and an organization's key."""
     env = pipeline_env(f"sqlite:///{tmp_path / 'moncreneau.db'}", None)
     env.pop("MONCRENEAU_SECRET_KEY")  # the embedded mode keeps its own key file
-    port = free_port()
-    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moncreneau", "run", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    try:
-        wait_until(up, what="moncreneau run answering /healthz")
+    with services.moncreneau_run(tmp_path, env) as base:
         created = subprocess.run(
             [sys.executable, "-m", "moncreneau", "org", "create", "Clinique", "--json"],
             cwd=tmp_path,
@@ -171,7 +150,4 @@ def embedded(tmp_path: Path) -> Iterator[tuple[str, str]]:
             check=True,
         )
         yield base, json.loads(created.stdout)["apiKey"]
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
     assert (tmp_path / "moncreneau.db.key").exists()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.services import free_port, wait_until
+from tests.services import moncreneau_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,23 +84,7 @@ def test_a_wheel_installed_outside_the_checkout_migrates_and_books(
         _run(installed, "org", "create", "Clinique", "--json", cwd=tmp_path, env=env).stdout
     )
 
-    port = free_port()
-    with open(tmp_path / "run.log", "wb") as log:
-        server = subprocess.Popen(
-            [installed, "run", "--port", str(port)],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1):
-                    return True
-            except OSError:
-                return False
-
-        wait_until(up, what="the installed `moncreneau run` answering /healthz")
+    with moncreneau_run(tmp_path, env, [installed]) as base:
         department = _call(
             base, org["apiKey"], "POST", "/departments",
             {"name": "Radiologie", "timezone": "Europe/Paris", "slotMinutes": 30, "capacity": 1},
@@ -113,6 +97,9 @@ def test_a_wheel_installed_outside_the_checkout_migrates_and_books(
         assert booked["dateTime"] == "2026-02-01T10:00:00+01:00"
         events = _call(base, org["apiKey"], "GET", f"/appointments/{booked['id']}/events")
         assert [e["type"] for e in events["data"]] == ["appointment.created"]
-    finally:
-        server.terminate()
-        server.wait(timeout=15)
+        # The portal's templates and assets are package data: the wheel must carry them.
+        link = _call(base, org["apiKey"], "POST", "/portal-links", {"expiresInMinutes": 5})
+        with urllib.request.urlopen(link["url"], timeout=10) as page:
+            assert "portal.css" in page.read().decode()
+        with urllib.request.urlopen(f"{base}/portal/static/portal.css", timeout=10) as css:
+            assert css.status == 200 and css.read()
