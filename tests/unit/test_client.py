@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from moncreneau.client import Webhook, retry_after
-from tests.unit.test_receiver import FORBIDDEN
+from tests.unit.test_receiver import prove
 
 IMPORT_PROOF = """
-import importlib.abc, json, sys
-FORBIDDEN = set(sys.argv[1:])
-
-class Refuse(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in FORBIDDEN:
-            raise ImportError(f"the import proof refuses {name}")
-        return None
-
-sys.meta_path.insert(0, Refuse())
 from moncreneau.client import ApiError, Client
 
 with Client("http://127.0.0.1:9", "mck_key", max_retries=0) as client:
@@ -32,20 +19,9 @@ print(json.dumps({"loaded": loaded, "ours": ours}))
 """
 
 
-def _prove(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code, *FORBIDDEN],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).parents[2],
-        check=False,
-    )
-
-
 def test_the_client_imports_no_flask_sqlalchemy_database_driver_nor_server_module() -> None:
     """In a fresh interpreter that refuses to import any of them."""
-    result = _prove(IMPORT_PROOF)
+    result = prove(IMPORT_PROOF)
 
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.splitlines()[-1])
@@ -59,7 +35,7 @@ def test_the_client_import_proof_would_catch_a_server_module() -> None:
     proof = IMPORT_PROOF.replace(
         "from moncreneau.client", "import moncreneau.api.errors\nfrom moncreneau.client"
     )
-    result = _prove(proof)
+    result = prove(proof)
 
     assert result.returncode != 0
     assert "the import proof refuses" in result.stderr

@@ -293,7 +293,8 @@ def test_a_secret_that_is_not_base64_is_a_programming_error_for_the_standard_sch
 FORBIDDEN = ["flask", "werkzeug", "sqlalchemy", "sqlite3", "_sqlite3", "psycopg", "psycopg2"]
 FORBIDDEN += ["MySQLdb", "pymysql", "redis", "rq"]
 
-IMPORT_PROOF = """
+# The start of a program that fails to import any of FORBIDDEN (passed as its arguments).
+REFUSING = """
 import importlib.abc, json, sys
 FORBIDDEN = set(sys.argv[1:])
 
@@ -304,6 +305,22 @@ class Refuse(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Refuse())
+"""
+
+
+def prove(code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` after REFUSING in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-c", REFUSING + code, *FORBIDDEN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+        check=False,
+    )
+
+
+IMPORT_PROOF = """
 from moncreneau.receiver import Deduplicator, MemoryStore, verify
 from moncreneau.delivery.signing import signature_headers
 
@@ -320,14 +337,7 @@ print(json.dumps({"ran": ran, "loaded": loaded}))
 
 def test_importing_and_using_the_receiver_needs_no_flask_sqlalchemy_or_database_driver() -> None:
     """In a fresh interpreter that refuses to import any of them."""
-    result = subprocess.run(
-        [sys.executable, "-c", IMPORT_PROOF, *FORBIDDEN],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).parents[2],
-        check=False,
-    )
+    result = prove(IMPORT_PROOF)
 
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.splitlines()[-1])
@@ -339,13 +349,7 @@ def test_the_import_proof_would_catch_a_forbidden_import() -> None:
     proof = IMPORT_PROOF.replace(
         "from moncreneau.receiver", "import sqlite3\nfrom moncreneau.receiver"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", proof, *FORBIDDEN],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = prove(proof)
 
     assert result.returncode != 0
     assert "the import proof refuses sqlite3" in result.stderr
