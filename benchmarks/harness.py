@@ -337,11 +337,11 @@ class Pipeline:
     def append_events(self, count: int) -> None:
         """`count` copies of the first booked event, committed at once.
 
-        As the event store appends: under its log lock, with the NOTIFY that wakes relays;
-        in one statement, since booking each through the API would time the API instead.
+        As the event store appends (the table records the transaction), with the NOTIFY
+        that wakes relays; in one statement, since booking each through the API would time
+        the API instead.
         """
         with write_session(self.sessions) as db:
-            store.lock_log(db)
             db.execute(
                 text(
                     "INSERT INTO events (id, organization_id, type, data, object, created_at) "
@@ -351,7 +351,7 @@ class Pipeline:
                 ),
                 {"n": count},
             )
-            db.execute(text(f"NOTIFY {store.CHANNEL}"))
+            store.notify_relays(db)
             db.commit()
 
     def deliveries(self, status: str | None = None) -> int:
