@@ -1,4 +1,4 @@
-"""Appending events and reading the log in commit order."""
+"""Appending events without a lock between writers, and reading the log in its one order."""
 
 from __future__ import annotations
 
