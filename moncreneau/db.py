@@ -90,8 +90,8 @@ def _snapshot_horizon(element: snapshot_horizon, compiler: SQLCompiler, **kw: An
     return "1"
 
 
-# pg_stat_activity shows each backend's database and 32-bit xid to every role (a hidden one
-# only counts as this database's); the snapshot's 64-bit ids are matched modulo 2**32.
+# A running transaction is another database's only if pg_stat_activity says so (one it does
+# not show counts as this database's); its 32-bit xid is the snapshot's 64-bit id modulo 2**32.
 _HORIZON = (
     "(SELECT coalesce(min(x::text::bigint), pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
     " FROM pg_snapshot_xip(pg_current_snapshot()) AS x WHERE NOT EXISTS ("
