@@ -351,8 +351,9 @@ class Pipeline:
                 ),
                 {"n": count},
             )
-            store.notify_relays(db)
             db.commit()
+        assert self.engine is not None
+        store.notify_relays(self.engine)
 
     def deliveries(self, status: str | None = None) -> int:
         if status:

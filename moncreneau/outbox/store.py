@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, event, func, select, text, true, tuple_
+from sqlalchemy import ColumnElement, event, func, select, true, tuple_
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from moncreneau.db import snapshot_horizon
 from moncreneau.ids import new_id
 from moncreneau.models import EventRecord
 
+log = logging.getLogger(__name__)
+
 # Relays LISTEN on this channel to wake as soon as events commit.
 CHANNEL = "moncreneau_events"
 # `session.info` key: every event appended in this session is for that webhook only
 # (`moncreneau trigger --webhook`, which drives the appointment services unchanged).
 DIRECTED_TO = "moncreneau.directed_to_webhook"
+# `session.info` key: this transaction has appended events (the relays are woken after it).
+_APPENDED = "moncreneau.appended_events"
 # How long a reader waits for transactions still open that hold committed events back
 # (usually ones committing at that moment), before it reads what it can.
 READ_WAIT_SECONDS = 2.0
@@ -50,17 +57,43 @@ START = LogPosition(0, 0)
 ORDER = (EventRecord.txid, EventRecord.position)
 
 
-def notify_relays(session: Session) -> None:
-    """Wake the relays when this transaction commits (PostgreSQL folds repeats into one)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"SELECT pg_notify('{CHANNEL}', '')"))
+def notify_relays(engine: Engine) -> None:
+    """Wake the relays: new events have committed.
+
+    Sent in a transaction of its own, after the events' commit, and without waiting for
+    the disk: PostgreSQL holds one server-wide lock from a notifying transaction's commit
+    until its end, disk flush and synchronous standby included, which would serialize
+    every commit that appends again. Lost (the server gone meanwhile), the relay's
+    polling finds the events a moment later.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                f"BEGIN; SET LOCAL synchronous_commit = off; NOTIFY {CHANNEL}; COMMIT"
+            )
+    except SQLAlchemyError as error:
+        log.warning("could not wake the relays: %s", error.__class__.__name__)
 
 
 @event.listens_for(Session, "before_flush")
-def _notify_before_inserting_events(session: Session, _context: Any, _instances: Any) -> None:
+def _note_events(session: Session, _context: Any, _instances: Any) -> None:
     # Events are inserted at the flush of the commit (see `append`).
     if any(isinstance(obj, EventRecord) for obj in session.new):
-        notify_relays(session)
+        session.info[_APPENDED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _notify_after_commit(session: Session) -> None:
+    if session.info.pop(_APPENDED, False):
+        bind = session.get_bind()
+        notify_relays(bind if isinstance(bind, Engine) else bind.engine)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_events(session: Session) -> None:
+    session.info.pop(_APPENDED, None)
 
 
 def append(
