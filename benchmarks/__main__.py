@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import api, delivery, latency, relay
+from benchmarks import api, commits, delivery, latency, relay
 from benchmarks.results import Run, chart, markdown
 
 HERE = Path(__file__).resolve().parent
@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, Callable[[Run], None]] = {
     "P7": delivery.p7,
     "M1": delivery.m1,
     "E1": latency.e1,
+    "P9": commits.p9,
 }
 
 

@@ -316,11 +316,11 @@ class Pipeline:
     def append_events(self, count: int) -> None:
         """`count` copies of the first booked event, committed at once.
 
-        As the event store appends: under its log lock, with the NOTIFY that wakes relays;
-        in one statement, since booking each through the API would time the API instead.
+        As the event store appends (the table records the transaction), with the NOTIFY
+        that wakes relays; in one statement, since booking each through the API would time
+        the API instead.
         """
         with write_session(self.sessions) as db:
-            store.lock_log(db)
             db.execute(
                 text(
                     "INSERT INTO events (id, organization_id, type, data, object, created_at) "
@@ -330,8 +330,9 @@ class Pipeline:
                 ),
                 {"n": count},
             )
-            db.execute(text(f"NOTIFY {store.CHANNEL}"))
             db.commit()
+        assert self.engine is not None
+        store.notify_relays(self.engine)
 
     def deliveries(self, status: str | None = None) -> int:
         if status:

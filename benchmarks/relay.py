@@ -26,9 +26,10 @@ def fill_history(pipe: Pipeline, count: int) -> None:
         "WHERE NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.event_position = e.position)",
         "INSERT INTO delivery_attempts (delivery_seq, number, started_at, duration_ms, "
         "status_code) SELECT seq, 1, created_at, 3, 200 FROM deliveries",
-        "INSERT INTO relay_state (name, position, updated_at) "
-        "SELECT 'relay', max(position), now() FROM events "
-        "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        "INSERT INTO relay_state (name, txid, position, updated_at) "
+        "SELECT 'relay', txid, position, now() FROM events ORDER BY txid DESC, position DESC "
+        "LIMIT 1 ON CONFLICT (name) DO UPDATE SET txid = excluded.txid, "
+        "position = excluded.position",
     ]
     started = time.monotonic()
     for statement in statements:

@@ -18,7 +18,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -63,6 +66,58 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class current_transaction(FunctionElement[int]):
+    """The writing transaction's id: PostgreSQL's `pg_current_xact_id()`; 0 on SQLite."""
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+class snapshot_horizon(FunctionElement[int]):
+    """No transaction of this database with a lower id was still open at the statement's snapshot.
+
+    On PostgreSQL, the snapshot's `xmin` (the oldest transaction id still running) passed
+    over the running transactions of other databases, which write no event here; the
+    snapshot's `xmax` when none runs. It is never below `xmin`, and equals it whenever the
+    oldest running transaction is this database's. On SQLite, which admits one writer at a
+    time and shows only what has committed, it is 1, above every `current_transaction()`.
+    """
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(current_transaction)
+def _current_transaction(element: current_transaction, compiler: SQLCompiler, **kw: Any) -> str:
+    return "0"
+
+
+@compiles(current_transaction, "postgresql")
+def _current_transaction_pg(element: current_transaction, compiler: SQLCompiler, **kw: Any) -> str:
+    # xid8 has no cast to bigint; its text form is the 64-bit number (PostgreSQL 13+).
+    return "(pg_current_xact_id()::text::bigint)"
+
+
+@compiles(snapshot_horizon)
+def _snapshot_horizon(element: snapshot_horizon, compiler: SQLCompiler, **kw: Any) -> str:
+    return "1"
+
+
+# A running transaction is another database's only if pg_stat_activity says so (one it does
+# not show counts as this database's); its 32-bit xid is the snapshot's 64-bit id modulo 2**32.
+_HORIZON = (
+    "(SELECT coalesce(min(x::text::bigint), pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
+    " FROM pg_snapshot_xip(pg_current_snapshot()) AS x WHERE NOT EXISTS ("
+    "SELECT FROM pg_stat_activity AS a WHERE a.datname <> current_database()"
+    " AND a.backend_xid::text::bigint = mod(x::text::bigint, 4294967296)))"
+)
+
+
+@compiles(snapshot_horizon, "postgresql")
+def _snapshot_horizon_pg(element: snapshot_horizon, compiler: SQLCompiler, **kw: Any) -> str:
+    return _HORIZON
 
 
 class Base(DeclarativeBase):
@@ -137,8 +192,7 @@ class LockKind(IntEnum):
     then take turns, which costs time and never correctness.
     """
 
-    # ("M" << 8) | "C"; one lock, with 1 as the second key
-    EVENT_LOG = 19779
+    # 19779, ("M" << 8) | "C", was the event log's, which appends no longer take: left unused
     SLOT = 19780
     IDEMPOTENCY_KEY = 19781
 

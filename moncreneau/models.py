@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from moncreneau.db import Base, BigId, JsonDoc, UTCDateTime
+from moncreneau.db import Base, BigId, JsonDoc, UTCDateTime, current_transaction
 
 
 class Organization(Base):
@@ -83,16 +83,20 @@ class AppointmentRow(Base):
 
 
 class EventRecord(Base):
-    """One appended event. `position` orders the log; rows are never updated or deleted."""
+    """One appended event. `(txid, position)` orders the log; rows are never updated or deleted."""
 
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("appointment_id", "sequence", name="uq_events_appointment_sequence"),
-        Index("ix_events_org_position", "organization_id", "position"),
-        Index("ix_events_org_type_position", "organization_id", "type", "position"),
+        Index("ix_events_txid_position", "txid", "position"),
+        Index("ix_events_org_txid_position", "organization_id", "txid", "position"),
+        Index("ix_events_org_type_txid_position", "organization_id", "type", "txid", "position"),
     )
 
     position: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The transaction that appended it (0 on SQLite, and for events appended before this
+    # column existed, which all committed before any other).
+    txid: Mapped[int] = mapped_column(BigInteger, server_default=current_transaction())
     id: Mapped[str] = mapped_column(String(40), unique=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
     type: Mapped[str] = mapped_column(String(64))
@@ -263,5 +267,7 @@ class RelayState(Base):
     __tablename__ = "relay_state"
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # the last event read: its transaction and position (see outbox.store.LogPosition)
+    txid: Mapped[int] = mapped_column(BigInteger, server_default="0")
     position: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,7 +1,7 @@
 """webhook health (attempts name their webhook, indexes for health reads); portal links
 
 Revision ID: 0013
-Revises: 0005
+Revises: 0012
 Create Date: 2026-12-02
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0013'
-down_revision = '0005'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 

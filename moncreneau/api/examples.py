@@ -151,7 +151,7 @@ VALIDATED_EVENT = _envelope(
 )
 EVENT_PAGE = {
     "data": [CREATED_EVENT, UPDATED_EVENT],
-    "nextCursor": "eyJrIjoiZXZlbnRzIiwiYSI6NDE4Mn0",
+    "nextCursor": "events.2d1f8.1056",
     "hasMore": True,
 }
 APPOINTMENT_HISTORY = {

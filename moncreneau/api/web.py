@@ -318,11 +318,11 @@ class PageArgs(ma.Schema):
     )
 
 
-def page_args(kind: str) -> type[PageArgs]:
+def page_args(kind: str, parts: int = 1) -> type[PageArgs]:
     """The query of the `kind` list: `limit`, and a `cursor` that only this list gives out."""
     cursor = ma.fields.String(
         load_default=None,
-        validate=Pattern(cursor_pattern(kind), error="Not a valid cursor for this list."),
+        validate=Pattern(cursor_pattern(kind, parts), error="Not a valid cursor for this list."),
         metadata={"description": "The `nextCursor` of the previous page."},
     )
     return type(f"{kind.title()}PageArgs", (PageArgs,), {"cursor": cursor})

@@ -25,8 +25,8 @@ class Events(MethodView):
     def get(self, args: dict[str, Any]) -> Any:
         """List events, oldest first
 
-        Resume after the last event you processed with `cursor`: events appear in the order
-        they were committed, and a later page never misses one committed meanwhile.
+        Resume after the last event you processed with `cursor`: events appear in the log's
+        one order, and a later page never misses one committed meanwhile.
         """
         page = service.list_page(
             session(), organization_id(), args["limit"], args["cursor"], args.get("type")

@@ -26,7 +26,8 @@ class Event(ma.Schema):
     data = ma.fields.Nested(EventData, required=True)
 
 
-class EventQuery(page_args("events")):  # type: ignore[misc]
+# Keyed by (transaction, position); a cursor of a position alone is from before.
+class EventQuery(page_args("events", parts=2)):  # type: ignore[misc]
     type = ma.fields.String(validate=ma.validate.OneOf(EVENT_TYPES))
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from moncreneau.api.fields import is_public_id
 from moncreneau.domain.errors import NotFound
 from moncreneau.models import EventRecord
+from moncreneau.outbox import store
 from moncreneau.outbox.payloads import envelope_v1
 from moncreneau.pagination import Page, keyset_page
 
@@ -21,19 +22,25 @@ def list_page(
     cursor: str | None,
     event_type: str | None = None,
 ) -> Page[dict[str, Any]]:
-    """Oldest first; positions commit in order, so a later page misses nothing."""
-    query = select(EventRecord).where(EventRecord.organization_id == organization_id)
+    """Oldest first, in the log's order: a later page misses nothing committed meanwhile.
+
+    Events that committed before the request are on it (unless a transaction open for
+    longer holds them back; they follow on a later page).
+    """
+    where = [EventRecord.organization_id == organization_id]
     if event_type:
-        query = query.where(EventRecord.type == event_type)
+        where.append(EventRecord.type == event_type)
+    store.wait_until_readable(session, *where)
     return keyset_page(
         session,
-        query,
-        EventRecord.position,
+        select(EventRecord).where(*where, store.readable()),
+        store.ORDER,
         "events",
         limit,
         cursor,
         lambda rows: [envelope_v1(r) for r in rows],
         maximum=2**63 - 1,
+        widen=store.legacy_position,
     )
 
 

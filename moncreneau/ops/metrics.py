@@ -30,8 +30,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from moncreneau import clock
+from moncreneau.db import snapshot_horizon
 from moncreneau.delivery.store import OPEN
 from moncreneau.models import Delivery, EventRecord, RelayState
+from moncreneau.outbox import store
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,16 @@ class BacklogCollector(Collector):
         try:
             with self._sessions() as db:
                 appended = db.scalar(select(func.max(EventRecord.position))) or 0
-                relayed = db.scalar(select(RelayState.position)) or 0
+                state = db.execute(select(RelayState.txid, RelayState.position)).first()
+                relayed = store.LogPosition.of(state) if state else store.START
+                unrelayed = db.scalar(
+                    select(func.count()).select_from(EventRecord).where(store.after(relayed))
+                )
+                held_back, oldest_held = db.execute(
+                    select(func.count(), func.min(EventRecord.created_at)).where(
+                        EventRecord.txid >= snapshot_horizon()
+                    )
+                ).one()
                 waiting = dict(
                     db.execute(
                         select(Delivery.status, func.count())
@@ -126,7 +137,18 @@ class BacklogCollector(Collector):
         yield GaugeMetricFamily(
             "moncreneau_relay_lag_events",
             "Events appended that the relay has not yet turned into deliveries.",
-            value=max(0, appended - relayed),
+            value=unrelayed or 0,
+        )
+        yield GaugeMetricFamily(
+            "moncreneau_events_held_back",
+            "Committed events no reader can take yet: an older transaction is still open.",
+            value=held_back,
+        )
+        yield GaugeMetricFamily(
+            "moncreneau_event_log_lag_seconds",
+            "How far readers of the log lag behind its commits: the age of the oldest event "
+            "held back by an older transaction still open; 0 when none.",
+            value=(clock.now() - oldest_held).total_seconds() if oldest_held else 0.0,
         )
         deliveries = GaugeMetricFamily(
             "moncreneau_deliveries_waiting",
@@ -152,12 +174,9 @@ class BacklogCollector(Collector):
                 )
 
 
-def _oldest_undelivered(db: Session, relayed: int) -> datetime | None:
+def _oldest_undelivered(db: Session, relayed: store.LogPosition) -> datetime | None:
     unrelayed = db.scalar(
-        select(EventRecord.created_at)
-        .where(EventRecord.position > relayed)
-        .order_by(EventRecord.position)
-        .limit(1)
+        select(EventRecord.created_at).where(store.after(relayed)).order_by(*store.ORDER).limit(1)
     )
     first_open = (
         select(func.min(Delivery.event_position)).where(Delivery.status.in_(OPEN)).scalar_subquery()

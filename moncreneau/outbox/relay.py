@@ -73,7 +73,7 @@ def _locked_state(db: Session) -> RelayState:
     if state is None:
         try:
             with db.begin_nested():
-                db.add(RelayState(name=RELAY, position=0, updated_at=utcnow()))
+                db.add(RelayState(name=RELAY, txid=0, position=0, updated_at=utcnow()))
         except IntegrityError:
             pass  # another relay created it first
         state = db.scalar(query)
@@ -93,8 +93,10 @@ def relay_once(
     returned are then only those of the last chunk. The position moves once all are in.
     """
     with write_session(sessions) as db:
+        # Before the row lock, which gives this transaction an id that holds events back.
+        store.wait_until_readable(db)
         state = _locked_state(db)
-        events = store.read_after(db, state.position, settings.relay_batch)
+        events = store.read_after(db, store.LogPosition.of(state), settings.relay_batch)
         if not events:
             db.rollback()
             return False, []
@@ -140,21 +142,21 @@ def relay_once(
                 rows, chunk = [], 2 * chunk
                 db.connection(execution_options=WRITE)
                 state = _locked_state(db)
-                if state.position >= event.position:
+                if store.LogPosition.of(state) >= store.LogPosition.of(event):
                     db.rollback()  # another relay finished these events meanwhile
                     metrics.RELAYED_EVENTS.labels("deliveries").inc(created)
                     return True, []
         ids = deliveries.insert_ignoring_duplicates(db, rows)
         created += len(ids)
-        state.position = last.position
+        state.txid, state.position = last.txid, last.position
         state.updated_at = now
         db.commit()
     relayed = events.index(last) + 1
     metrics.RELAYED_EVENTS.labels("events").inc(relayed)
     metrics.RELAYED_EVENTS.labels("deliveries").inc(created)
     log.debug(
-        "relayed events up to position %d: %d deliveries",
-        last.position,
+        "relayed events up to %s: %d deliveries",
+        store.LogPosition.of(last),
         created,
         extra={"count": relayed},
     )

@@ -1,47 +1,99 @@
-"""Appending events and reading the log in commit order."""
+"""Appending events without a lock between writers, and reading the log in its one order."""
 
 from __future__ import annotations
 
+import logging
+import time
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import event, select, text
+from sqlalchemy import ColumnElement, event, func, select, true, tuple_
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from moncreneau.db import LockKind
+from moncreneau.db import snapshot_horizon
 from moncreneau.ids import new_id
 from moncreneau.models import EventRecord
+
+log = logging.getLogger(__name__)
 
 # Relays LISTEN on this channel to wake as soon as events commit.
 CHANNEL = "moncreneau_events"
 # `session.info` key: every event appended in this session is for that webhook only
 # (`moncreneau trigger --webhook`, which drives the appointment services unchanged).
 DIRECTED_TO = "moncreneau.directed_to_webhook"
+# `session.info` key: this transaction has appended events (the relays are woken after it).
+_APPENDED = "moncreneau.appended_events"
+# How long a reader waits for transactions still open that hold committed events back
+# (usually ones committing at that moment), before it reads what it can.
+READ_WAIT_SECONDS = 2.0
+
+# Readers take only events of transactions older than every transaction still open.
+# Cleared by a test only, to show the events a reader would skip without it.
+_HORIZON = True
 
 
-# The advisory lock that serializes appends, in the event log's own key space.
-_LOG_LOCK = f"pg_advisory_xact_lock({LockKind.EVENT_LOG:d}, 1)"
+class Positioned(Protocol):
+    txid: int
+    position: int
 
 
-def lock_log(session: Session) -> None:
-    """Serialize appends until commit, so that positions become visible in increasing order.
+@dataclass(frozen=True, order=True)
+class LogPosition:
+    """A place in the log, which is read in (transaction, position) order."""
 
-    Without it, a transaction holding position 10 could commit after one holding 11, and a
-    reader that had moved past 11 would never see 10. Readers are not blocked. SQLite already
-    admits a single writer at a time. The same round trip queues the NOTIFY that wakes the
-    relays when the transaction commits (PostgreSQL folds repeats into one).
+    txid: int
+    position: int
+
+    @classmethod
+    def of(cls, row: Positioned) -> LogPosition:
+        return cls(row.txid, row.position)
+
+
+START = LogPosition(0, 0)
+# The log's order, for `order_by` and keyset pages.
+ORDER = (EventRecord.txid, EventRecord.position)
+
+
+def notify_relays(engine: Engine) -> None:
+    """Wake the relays: new events have committed.
+
+    Sent in a transaction of its own, after the events' commit, and without waiting for
+    the disk: PostgreSQL holds one server-wide lock from a notifying transaction's commit
+    until its end, disk flush and synchronous standby included, which would serialize
+    every commit that appends again. Lost (the server gone meanwhile), the relay's
+    polling finds the events a moment later.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"SELECT {_LOG_LOCK}, pg_notify('{CHANNEL}', '')"))
+    if engine.dialect.name != "postgresql":
+        return
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                f"BEGIN; SET LOCAL synchronous_commit = off; NOTIFY {CHANNEL}; COMMIT"
+            )
+    except SQLAlchemyError as error:
+        log.warning("could not wake the relays: %s", error.__class__.__name__)
 
 
 @event.listens_for(Session, "before_flush")
-def _lock_before_inserting_events(session: Session, _context: Any, _instances: Any) -> None:
-    # Positions are drawn when the rows are inserted: the lock must come first, and it is
-    # held until commit. Events are inserted at the flush of the commit (see `append`), so
-    # the lock is held for that flush and the commit only.
+def _note_events(session: Session, _context: Any, _instances: Any) -> None:
+    # Events are inserted at the flush of the commit (see `append`).
     if any(isinstance(obj, EventRecord) for obj in session.new):
-        lock_log(session)
+        session.info[_APPENDED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _notify_after_commit(session: Session) -> None:
+    if session.info.pop(_APPENDED, False):
+        bind = session.get_bind()
+        notify_relays(bind if isinstance(bind, Engine) else bind.engine)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_events(session: Session) -> None:
+    session.info.pop(_APPENDED, None)
 
 
 def append(
@@ -58,7 +110,7 @@ def append(
 ) -> EventRecord:
     """Add one event to the caller's transaction, inserted when the transaction commits.
 
-    Its `position` is known only after a flush; the log's lock is taken at that flush.
+    Its `position` and `txid` are known only after a flush.
     """
     record = EventRecord(
         id=new_id("evt"),
@@ -76,15 +128,78 @@ def append(
     return record
 
 
-def read_after(session: Session, after: int, limit: int) -> list[EventRecord]:
-    """Events with a position greater than `after`, oldest first (the relay's read)."""
-    query = (
-        select(EventRecord)
-        .where(EventRecord.position > after)
-        .order_by(EventRecord.position)
-        .limit(limit)
-    )
+def readable() -> ColumnElement[bool]:
+    """The events no reader can ever see an earlier one appear before: the guard of every read.
+
+    Positions are drawn when events are inserted, not when they commit, so a transaction
+    holding position 10 may commit after one holding 11. Ordered by transaction first, an
+    event is taken only once every transaction with a lower id has ended (PostgreSQL's
+    snapshot `xmin`): whatever commits later sorts after it. The condition must sit in the
+    statement that reads the events, whose snapshot it names.
+    """
+    return EventRecord.txid < snapshot_horizon() if _HORIZON else true()
+
+
+def after(mark: LogPosition) -> ColumnElement[bool]:
+    return tuple_(*ORDER) > (mark.txid, mark.position)
+
+
+def read_after(session: Session, mark: LogPosition, limit: int) -> list[EventRecord]:
+    """Readable events after `mark`, oldest first (the relay's read)."""
+    query = select(EventRecord).where(after(mark), readable()).order_by(*ORDER).limit(limit)
     return list(session.scalars(query))
+
+
+def legacy_position(position: int) -> tuple[ColumnElement[int], int]:
+    """The place in the log of a position given out when it was ordered by position alone.
+
+    Those positions are of events that committed before any that records its transaction
+    (transaction 0); one that names no event stands after the nearest event before it.
+    """
+    nearest = (
+        select(EventRecord.txid)
+        .where(EventRecord.position <= position)
+        .order_by(EventRecord.position.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return func.coalesce(nearest, 0), position
+
+
+def wait_until_readable(
+    session: Session, *where: ColumnElement[bool], timeout: float = READ_WAIT_SECONDS
+) -> bool:
+    """Until the committed events (matching `where`) that an older open transaction holds
+    back are readable, `timeout` seconds at most; whether they are.
+
+    A reader that waits sees every event committed before it started, its client's own
+    included. Behind a transaction open longer, it reads up to where that one began; the
+    rest follows once it ends. The session must not have written yet: its own transaction
+    would hold the events back.
+    """
+    if not _HORIZON or session.get_bind().dialect.name != "postgresql":
+        return True
+    held = session.execute(
+        select(
+            select(func.max(EventRecord.txid))
+            .where(EventRecord.txid >= snapshot_horizon(), *where)
+            .scalar_subquery(),
+            func.pg_current_xact_id_if_assigned().is_not(None),
+        )
+    ).one()
+    newest, writing = held
+    if newest is None:
+        return True
+    if writing:
+        return False
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while time.monotonic() + pause < deadline:
+        time.sleep(pause)
+        if session.scalar(select(snapshot_horizon())) > newest:
+            return True
+        pause = min(2 * pause, 0.05)
+    return False
 
 
 def appointment_history(session: Session, appointment_id: int) -> list[EventRecord]:

@@ -7,16 +7,21 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
+from moncreneau import clock
 from moncreneau.app import create_app
 from moncreneau.config import ConfigError, Settings
+from moncreneau.db import make_session_factory
 from moncreneau.ops import logs
-from tests.conftest import Api, make_settings
+from moncreneau.outbox import store
+from tests.conftest import Api, make_settings, new_organization
 
 _SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
 TOKEN = "scrape-me"
@@ -167,3 +172,39 @@ def test_text_logs_keep_the_context_fields() -> None:
     record.event_id = "evt_1"
     line = logs.TextFormatter().format(record)
     assert line.endswith("WARNING moncreneau.x: sent [event_id=evt_1 delivery_id=msg_1]")
+
+
+@pytest.mark.postgres
+def test_metrics_show_how_long_an_open_transaction_holds_committed_events_back(
+    postgres_url: str,
+) -> None:
+    app = create_app(make_settings(postgres_url))
+    client = app.test_client()
+    organization = new_organization(app)["id"]
+    sessions = make_session_factory(app.extensions["moncreneau"].sessions.kw["bind"])
+    older, younger = sessions(), sessions()
+    try:
+        older.execute(text("SELECT pg_current_xact_id()"))
+        store.append(
+            younger,
+            organization_id=organization,
+            type="webhook.test",
+            occurred_at=clock.now() - timedelta(minutes=5),
+            data={},
+            object={},
+        )
+        younger.commit()
+
+        held = scrape(client)
+        assert held["moncreneau_events_held_back"] == 1
+        assert held["moncreneau_event_log_lag_seconds"] >= 300
+
+        older.rollback()
+        released = scrape(client)
+        assert released["moncreneau_events_held_back"] == 0
+        assert released["moncreneau_event_log_lag_seconds"] == 0
+    finally:
+        for session in (older, younger):
+            session.rollback()
+            session.close()
+        app.extensions["moncreneau"].sessions.kw["bind"].dispose()

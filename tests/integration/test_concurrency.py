@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 from moncreneau.app import create_app
@@ -273,14 +273,37 @@ def test_parallel_patches_without_if_match_record_one_event_per_success_with_con
 # 3. The event log is read in commit order
 
 
+def log_order(engine: Engine) -> list[store.LogPosition]:
+    """Every event's place, in the log's order."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(EventRecord.txid, EventRecord.position).order_by(*store.ORDER))
+        return [store.LogPosition(r.txid, r.position) for r in rows]
+
+
+def open_transaction_with_event(session: Any, organization_id: int, label: str) -> int:
+    """Append an event and flush it without committing; the transaction's id."""
+    record = store.append(
+        session,
+        organization_id=organization_id,
+        type="webhook.test",
+        occurred_at=datetime.now(UTC),
+        data={"label": label},
+        object={"label": label},
+    )
+    session.flush()
+    return record.txid
+
+
+@pytest.mark.parametrize("held_open", [False, True], ids=["short", "one-held-open"])
 def test_a_polling_reader_sees_every_event_once_in_order_while_writers_append(
-    client: Client, engine: Engine, postgres_url: str
+    client: Client, engine: Engine, postgres_url: str, org: dict[str, Any], held_open: bool
 ) -> None:
     writers, bookings_each = 8, 25
     departments = [client.department(capacity=1, name=f"Service {w}") for w in range(writers)]
     failures: list[Reply] = []
     writing = threading.Event()
     writing.set()
+    written = threading.Semaphore(0)
 
     def write(department_id: int) -> None:
         for i in range(bookings_each):
@@ -293,84 +316,106 @@ def test_a_polling_reader_sees_every_event_once_in_order_while_writers_append(
             )
             if changed.status != 200:
                 failures.append(changed)
+            written.release()
 
     reader_engine = make_engine(postgres_url)
     sessions = make_session_factory(reader_engine)
-    seen: list[int] = []
+    seen: list[store.LogPosition] = []
 
-    def poll() -> int:
-        after = seen[-1] if seen else 0
+    def poll(wait: bool = False) -> int:
+        after = seen[-1] if seen else store.START
         with sessions() as session:
+            if wait:
+                store.wait_until_readable(session)
             batch = store.read_after(session, after, 50)
-        seen.extend(record.position for record in batch)
+        seen.extend(store.LogPosition.of(record) for record in batch)
         return len(batch)
 
     def read() -> None:
         while writing.is_set():
             poll()
-        while poll():
+        while poll(wait=True):
             pass
 
+    # Opened once the writers are under way, and committed after all of their commits.
+    late = sessions()
     try:
         with ThreadPoolExecutor(max_workers=writers + 1) as pool:
             reader = pool.submit(read)
-            for future in [pool.submit(write, d) for d in departments]:
+            futures = [pool.submit(write, d) for d in departments]
+            if held_open:
+                for _ in range(writers * 2):
+                    written.acquire(timeout=60)
+                late_txid = open_transaction_with_event(late, org["id"], "late")
+            for future in futures:
                 future.result()
+            if held_open:
+                late.commit()
             writing.clear()
             reader.result()
     finally:
+        late.close()
         reader_engine.dispose()
 
     assert failures == []
-    with engine.connect() as conn:
-        every = list(conn.scalars(select(EventRecord.position).order_by(EventRecord.position)))
-    assert len(every) == writers * bookings_each * 2
+    every = log_order(engine)
+    assert len(every) == writers * bookings_each * 2 + held_open
     assert seen == every
+    if held_open:
+        # It stayed open across many other commits; readers waited for it, then read on.
+        assert sum(p.txid > late_txid for p in every) >= writers * bookings_each
 
 
-def test_a_second_append_waits_for_the_first_transaction_to_commit(
-    app: Flask, engine: Engine
+def test_an_older_transaction_still_open_holds_back_a_younger_ones_events_until_it_ends(
+    app: Flask, engine: Engine, org: dict[str, Any]
 ) -> None:
     sessions = make_session_factory(engine)
-    with sessions() as setup:
-        organization_id = keys.create_organization(setup, "Clinique Exemple")["id"]
-        setup.commit()
-
-    def append(session: Any, label: str) -> int:
-        record = store.append(
-            session,
-            organization_id=organization_id,
-            type="webhook.test",
-            occurred_at=datetime.now(UTC),
-            data={"label": label},
-            object={"label": label},
-        )
-        session.flush()  # as the commit would: the insert takes the log's lock first
-        return record.position
-
-    first, second, reader = sessions(), sessions(), sessions()
+    older, younger, reader = sessions(), sessions(), sessions()
     try:
-        first_position = append(first, "A")
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(append, second, "B")
-            with pytest.raises(TimeoutError):
-                pending.result(timeout=0.5)  # B is still waiting for A's lock
-            assert [e.position for e in store.read_after(reader, 0, 50)] == []
-            reader.rollback()
+        # The older transaction takes its id first, then appends after the younger one:
+        # its event gets the higher position but comes first in the log.
+        older.execute(text("SELECT pg_current_xact_id()"))
+        younger_txid = open_transaction_with_event(younger, org["id"], "younger")
+        # No wait while the younger one is open: appends share no lock.
+        older_txid = open_transaction_with_event(older, org["id"], "older")
+        assert older_txid < younger_txid
+        younger.commit()
 
-            first.commit()
-            second_position = pending.result(timeout=10)
-        assert second_position > first_position
-        assert [e.position for e in store.read_after(reader, 0, 50)] == [first_position]
+        assert store.read_after(reader, store.START, 50) == []
         reader.rollback()
 
-        second.commit()
-        assert [e.position for e in store.read_after(reader, 0, 50)] == [
-            first_position,
-            second_position,
-        ]
+        older.commit()
+        read = store.read_after(reader, store.START, 50)
+        assert [e.data["label"] for e in read] == ["older", "younger"]
+        assert read[0].position > read[1].position
     finally:
-        for session in (first, second, reader):
+        for session in (older, younger, reader):
+            session.rollback()
+            session.close()
+
+
+def test_without_the_horizon_a_reader_would_skip_an_event_committed_late(
+    app: Flask, engine: Engine, org: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the horizon guards against: the scenario above, read without it."""
+    monkeypatch.setattr(store, "_HORIZON", False)
+    sessions = make_session_factory(engine)
+    older, younger, reader = sessions(), sessions(), sessions()
+    try:
+        older.execute(text("SELECT pg_current_xact_id()"))
+        open_transaction_with_event(younger, org["id"], "younger")
+        open_transaction_with_event(older, org["id"], "older")
+        younger.commit()
+        first = store.read_after(reader, store.START, 50)
+        reader.rollback()
+        older.commit()
+        then = store.read_after(reader, store.LogPosition.of(first[-1]), 50)
+
+        assert [e.data["label"] for e in first] == ["younger"]
+        assert then == []
+        assert len(log_order(engine)) == 2
+    finally:
+        for session in (older, younger, reader):
             session.rollback()
             session.close()
 
