@@ -178,7 +178,7 @@ def test_text_logs_keep_the_context_fields() -> None:
 def test_metrics_show_how_long_an_open_transaction_holds_committed_events_back(
     postgres_url: str,
 ) -> None:
-    app = create_app(make_settings(postgres_url))
+    app = create_app(make_settings(postgres_url, metrics_token=TOKEN))
     client = app.test_client()
     organization = new_organization(app)["id"]
     sessions = make_session_factory(app.extensions["moncreneau"].sessions.kw["bind"])
