@@ -45,7 +45,7 @@ def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
 def _upgrade_database() -> None:
     from moncreneau.migrate import upgrade
 
-    upgrade(runtime().sessions.kw["bind"])
+    upgrade(runtime().sessions.kw["bind"], vault=runtime().vault)
 
 
 cli = FlaskGroup(
@@ -312,7 +312,7 @@ def trigger_command(event_type: str, org_id: int, webhook_id: int | None) -> Non
     rt = runtime()
     with _transaction() as db:
         keys.require_organization(db, org_id)
-        events = trigger(db, org_id, event_type, rt.settings, webhook_id)
+        events = trigger(db, org_id, event_type, rt.settings, webhook_id, rt.vault)
         lines = [f"{e.type:<24} {e.id}" for e in events]
     target = f"webhook {webhook_id}" if webhook_id else "every webhook that subscribes"
     click.echo("\n".join(lines) + f"\nqueued for {target}")
@@ -420,7 +420,7 @@ def projections_rebuild() -> None:
     from moncreneau.appointments.service import rebuild_projections
 
     with _transaction() as db:
-        count = rebuild_projections(db)
+        count = rebuild_projections(db, runtime().vault)
     click.echo(f"rebuilt {count} appointment(s) from the event store")
 
 

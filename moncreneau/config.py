@@ -122,6 +122,10 @@ class Settings:
     queue_name: str = "moncreneau-deliveries"
     relay_poll_seconds: float = 0.05
     sweep_seconds: float = 1.0
+    # bodies and response excerpts of deliveries finished longer ago are purged
+    payload_retention_days: float = 30.0
+    # appointments unchanged for longer are erased; None: never
+    erase_after_days: float | None = None
     testing: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -180,6 +184,14 @@ class Settings:
                 "MONCRENEAU_RELAY_POLL_SECONDS", get("MONCRENEAU_RELAY_POLL_SECONDS", "0.05")
             ),
             sweep_seconds=_float("MONCRENEAU_SWEEP_SECONDS", get("MONCRENEAU_SWEEP_SECONDS", "1")),
+            payload_retention_days=_float(
+                "MONCRENEAU_PAYLOAD_RETENTION_DAYS", get("MONCRENEAU_PAYLOAD_RETENTION_DAYS", "30")
+            ),
+            erase_after_days=(
+                _float("MONCRENEAU_ERASE_AFTER_DAYS", get("MONCRENEAU_ERASE_AFTER_DAYS", ""))
+                if get("MONCRENEAU_ERASE_AFTER_DAYS", "").strip()
+                else None
+            ),
         )
 
     def replace(self, **changes: object) -> Settings:

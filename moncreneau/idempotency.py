@@ -64,6 +64,17 @@ def _replay(record: IdempotencyRecord) -> Response:
     return response
 
 
+def _appointment_shown(response: Response) -> int | None:
+    """The appointment a response shows, whose personal fields an erasure must null."""
+    if request.blueprint != "appointments":
+        return None
+    shown = (request.view_args or {}).get("appointment_id")
+    if shown is None:
+        body = response.get_json(silent=True)
+        shown = body.get("id") if isinstance(body, dict) else None
+    return shown if isinstance(shown, int) else None
+
+
 def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -120,6 +131,7 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
                         h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers
                     },
                     created_at=now,
+                    appointment_id=_appointment_shown(response),
                 )
             )
             db.flush()

@@ -25,6 +25,7 @@ from moncreneau.domain.errors import Invalid
 from moncreneau.errors import database_error_response, error_response
 from moncreneau.fields import Pattern
 from moncreneau.pagination import Page, cursor_pattern
+from moncreneau.personal import Vault
 from moncreneau.secretbox import SecretBox, resolve_key
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Runtime:
     keys: keys.KeyCache
     api: Any = None
     _box: SecretBox | None = None
+    _vault: Vault | None = None
     _queue: DeliveryQueue | None = None
 
     @property
@@ -59,6 +61,12 @@ class Runtime:
         if self._box is None:
             self._box = SecretBox(resolve_key(self.settings))
         return self._box
+
+    @property
+    def vault(self) -> Vault:
+        if self._vault is None:
+            self._vault = Vault(resolve_key(self.settings))
+        return self._vault
 
     @property
     def queue(self) -> DeliveryQueue:

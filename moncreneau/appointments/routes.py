@@ -30,6 +30,7 @@ from moncreneau.web import (
     page_args,
     page_response,
     page_schema,
+    runtime,
     session,
 )
 from moncreneau.webhooks.payloads import envelope_v1
@@ -99,7 +100,9 @@ class Appointments(MethodView):
 
         Emits `appointment.created`.
         """
-        appointment = service.book(session(), organization_id(), service.NewAppointment(**body))
+        appointment = service.book(
+            session(), organization_id(), service.NewAppointment(**body), vault=runtime().vault
+        )
         return appointment, 201, etag(appointment)
 
 
@@ -129,7 +132,12 @@ class AppointmentById(MethodView):
         changes nothing emits nothing.
         """
         appointment = service.change(
-            session(), organization_id(), appointment_id, body, expected_versions()
+            session(),
+            organization_id(),
+            appointment_id,
+            body,
+            expected_versions(),
+            vault=runtime().vault,
         )
         return appointment, 200, etag(appointment)
 
@@ -143,6 +151,7 @@ def _lifecycle(action: str, event: str, result: dict[str, Any]) -> type[MethodVi
             action,
             expected_versions(),
             body.get("reason"),
+            vault=runtime().vault,
         )
         return appointment, 200, etag(appointment)
 
@@ -183,5 +192,7 @@ class AppointmentEvents(MethodView):
 
         Folding these events gives the appointment exactly as `GET` returns it.
         """
-        records = service.history(session(), organization_id(), appointment_id)
+        records = service.history(
+            session(), organization_id(), appointment_id, vault=runtime().vault
+        )
         return page_response(Page([envelope_v1(r) for r in records], None))

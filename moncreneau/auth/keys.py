@@ -26,7 +26,7 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _prefix_of(key: str) -> str | None:
+def prefix_of(key: str) -> str | None:
     parts = key.split("_", 2)
     if len(parts) != 3 or parts[0] != "mck" or not parts[1] or not parts[2]:
         return None
@@ -57,7 +57,7 @@ def issue(session: Session, organization_id: int, name: str | None = None) -> Is
 
 def authenticate(session: Session, key: str) -> int | None:
     """The organization a live key belongs to, or None for an unknown or revoked key."""
-    prefix = _prefix_of(key)
+    prefix = prefix_of(key)
     if prefix is None:
         return None
     row = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))

@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from moncreneau import examples
 from moncreneau.events import service
 from moncreneau.events.schemas import Event, EventPage, EventQuery
-from moncreneau.web import organization_id, page_response, session
+from moncreneau.web import organization_id, page_response, runtime, session
 
 blp = Blueprint("events", __name__, url_prefix="/api/v1/events", description="Events")
 
@@ -26,7 +26,12 @@ class Events(MethodView):
         they were committed, and a later page never misses one committed meanwhile.
         """
         page = service.list_page(
-            session(), organization_id(), args["limit"], args["cursor"], args.get("type")
+            session(),
+            organization_id(),
+            args["limit"],
+            args["cursor"],
+            args.get("type"),
+            vault=runtime().vault,
         )
         return page_response(page)
 
@@ -36,4 +41,4 @@ class EventById(MethodView):
     @blp.response(200, Event, example=examples.CREATED_EVENT)
     def get(self, event_id: str) -> Any:
         """Get an event"""
-        return service.get(session(), organization_id(), event_id)
+        return service.get(session(), organization_id(), event_id, vault=runtime().vault)

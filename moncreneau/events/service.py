@@ -11,6 +11,7 @@ from moncreneau.domain.errors import NotFound
 from moncreneau.fields import is_public_id
 from moncreneau.models import EventRecord
 from moncreneau.pagination import Page, keyset_page
+from moncreneau.personal import Vault, reveal
 from moncreneau.webhooks.payloads import envelope_v1
 
 
@@ -20,6 +21,8 @@ def list_page(
     limit: int,
     cursor: str | None,
     event_type: str | None = None,
+    *,
+    vault: Vault,
 ) -> Page[dict[str, Any]]:
     """Oldest first; positions commit in order, so a later page misses nothing."""
     query = select(EventRecord).where(EventRecord.organization_id == organization_id)
@@ -32,12 +35,12 @@ def list_page(
         "events",
         limit,
         cursor,
-        lambda rows: [envelope_v1(r) for r in rows],
+        lambda rows: [envelope_v1(r) for r in reveal(session, vault, rows)],
         maximum=2**63 - 1,
     )
 
 
-def get(session: Session, organization_id: int, event_id: str) -> dict[str, Any]:
+def get(session: Session, organization_id: int, event_id: str, *, vault: Vault) -> dict[str, Any]:
     record = is_public_id(event_id, "evt") and session.scalar(
         select(EventRecord).where(
             EventRecord.id == event_id, EventRecord.organization_id == organization_id
@@ -45,4 +48,4 @@ def get(session: Session, organization_id: int, event_id: str) -> dict[str, Any]
     )
     if not record:
         raise NotFound(f"No event with id {event_id!r}.")
-    return envelope_v1(record)
+    return envelope_v1(reveal(session, vault, [record])[0])

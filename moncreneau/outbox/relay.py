@@ -15,7 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -29,6 +29,7 @@ from moncreneau.config import Settings
 from moncreneau.db import WRITE, write_session
 from moncreneau.delivery import store as deliveries
 from moncreneau.delivery.queueing import DeliveryQueue
+from moncreneau.erasures import service as erasures
 from moncreneau.models import (
     IDEMPOTENCY_RETENTION,
     IdempotencyRecord,
@@ -36,6 +37,8 @@ from moncreneau.models import (
     WebhookSubscription,
 )
 from moncreneau.outbox import store
+from moncreneau.personal import Vault, reveal
+from moncreneau.secretbox import resolve_key
 from moncreneau.webhooks import payloads
 from moncreneau.webhooks.service import Subscriber, wants
 
@@ -46,6 +49,11 @@ RELAY = "relay"
 MAX_DELIVERIES_PER_BATCH = 10_000
 # The sweeper queues nothing while this many jobs wait (workers down or far behind).
 MAX_QUEUED_JOBS = 1000
+# Payload retention and automatic erasure look for work this often, a batch at a time.
+RETENTION_SECONDS = 60.0
+RETENTION_BATCH = 1000
+# Erasure batches one housekeeping round does at most before the relay gets a turn.
+ERASURE_BATCHES = 8
 
 
 # What fan-out reads of each live webhook, as plain rows: a thousand subscribers of one
@@ -87,6 +95,7 @@ def relay_once(
     sessions: sessionmaker[Session],
     settings: Settings,
     enqueue: Callable[[list[str]], None] | None = None,
+    vault: Vault | None = None,
 ) -> tuple[bool, list[str]]:
     """One batch of events: returns (whether more may be waiting, ids of deliveries created).
 
@@ -94,12 +103,15 @@ def relay_once(
     first one job's worth, so that workers start on it while the rest is written; the ids
     returned are then only those of the last chunk. The position moves once all are in.
     """
+    vault = vault or Vault(resolve_key(settings))
     with write_session(sessions) as db:
         state = _locked_state(db)
-        events = store.read_after(db, state.position, settings.relay_batch)
-        if not events:
+        records = store.read_after(db, state.position, settings.relay_batch)
+        if not records:
             db.rollback()
             return False, []
+        # Their keys are held until commit: an erasure waits, then finds these deliveries.
+        events = reveal(db, vault, records, lock=True)
         subscribers: dict[int, list[Subscriber]] = defaultdict(list)
         organizations = sorted({e.organization_id for e in events})
         for row in db.connection().execute(_SUBSCRIBERS, {"orgs": organizations}):
@@ -170,6 +182,31 @@ def _forget_idempotency_keys(db: Session, now: datetime, limit: int) -> None:
     ids = list(db.scalars(expired.limit(limit)))
     if ids:
         db.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(ids)))
+
+
+def keep_house(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    vault: Vault,
+    now: datetime,
+    retention: bool = True,
+) -> None:
+    """Pending erasures; with `retention`, payload retention and the automatic erasure too.
+
+    Each works in bounded batches, so that relaying and sweeping keep their turn.
+    """
+    for _ in range(ERASURE_BATCHES):
+        if not erasures.process(sessions, vault, now):
+            break
+    if not retention:
+        return
+    with write_session(sessions) as db:
+        kept = timedelta(days=settings.payload_retention_days)
+        deliveries.purge_payloads(db, now - kept, now, RETENTION_BATCH)
+        if settings.erase_after_days is not None:
+            unchanged = now - timedelta(days=settings.erase_after_days)
+            erasures.request_stale(db, unchanged, now, RETENTION_BATCH)
+        db.commit()
 
 
 def sweep(sessions: sessionmaker[Session], limit: int = 5000) -> list[str]:
@@ -244,13 +281,14 @@ def _loop(
     stop: threading.Event,
     waker: Waker,
 ) -> None:
-    last_sweep = 0.0
+    last_sweep = last_retention = 0.0
+    vault = Vault(resolve_key(settings))
     pause = 0.5
     while not stop.is_set():
         more = False
         failed = False
         try:
-            more, ids = relay_once(sessions, settings, queue.enqueue)
+            more, ids = relay_once(sessions, settings, queue.enqueue, vault)
             queue.enqueue(ids)
         except Exception:
             log.exception("relaying events failed")
@@ -265,6 +303,14 @@ def _loop(
                 last_sweep = time.monotonic()
             except Exception:
                 log.exception("sweeping due deliveries failed")
+                failed = True
+            try:
+                retention = time.monotonic() - last_retention >= RETENTION_SECONDS
+                keep_house(sessions, settings, vault, clock.now(), retention)
+                if retention:
+                    last_retention = time.monotonic()
+            except Exception:
+                log.exception("housekeeping (erasures, retention) failed")
                 failed = True
         if failed:
             stop.wait(pause)

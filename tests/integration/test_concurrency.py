@@ -26,6 +26,8 @@ from moncreneau.departments import service as departments
 from moncreneau.domain.errors import Conflict
 from moncreneau.models import AppointmentRow, EventRecord, IdempotencyRecord
 from moncreneau.outbox import store
+from moncreneau.personal import Vault
+from moncreneau.webhooks.payloads import PERSONAL_FIELDS
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.postgres
@@ -221,6 +223,11 @@ def _request_for(
 
 
 @pytest.mark.parametrize("action", ["patch", "validate", "cancel"])
+def without_personal(appointment: dict[str, Any]) -> dict[str, Any]:
+    """As the event store keeps it: the personal values are sealed apart."""
+    return {k: None if k in PERSONAL_FIELDS else v for k, v in appointment.items()}
+
+
 def test_fifty_parallel_writes_with_the_same_if_match_let_exactly_one_through(
     client: Client, engine: Engine, action: str
 ) -> None:
@@ -242,7 +249,7 @@ def test_fifty_parallel_writes_with_the_same_if_match_let_exactly_one_through(
     assert winner.headers["ETag"] == '"2"'
     events = appointment_events(engine, appointment_id)
     assert [sequence for sequence, _, _ in events] == [1, 2]
-    assert events[-1][2] == winner.body
+    assert events[-1][2] == without_personal(winner.body)
     assert projection_version(engine, appointment_id) == 2
 
 
@@ -266,7 +273,7 @@ def test_parallel_patches_without_if_match_record_one_event_per_success_with_con
     published = {sequence: obj for sequence, _, obj in events}
     assert sorted(r.body["version"] for r in succeeded) == sequences[1:]
     for reply in succeeded:
-        assert published[reply.body["version"]] == reply.body
+        assert published[reply.body["version"]] == without_personal(reply.body)
     assert projection_version(engine, appointment_id) == sequences[-1]
 
 
@@ -388,7 +395,7 @@ def test_a_booking_waits_only_for_bookings_of_the_same_start_time(
 
     def book(session: Any, at: str) -> dict[str, Any]:
         new = appointments.NewAppointment(department["id"], datetime.fromisoformat(at), "Ana")
-        return appointments.book(session, organization_id, new)
+        return appointments.book(session, organization_id, new, vault=Vault("concurrency-key"))
 
     first, other_slot, same_slot = sessions(), sessions(), sessions()
     try:

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from moncreneau.cli import cli
+from moncreneau.config import Settings
 from tests.conftest import Api
 
 
@@ -56,6 +57,7 @@ def test_rebuilding_projections_from_events_reproduces_the_live_rows(
     department: dict[str, Any],
     engine: Engine,
     database_url: str,
+    settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _busy_history(api, department)
@@ -64,6 +66,8 @@ def test_rebuilding_projections_from_events_reproduces_the_live_rows(
     with engine.begin() as conn:
         conn.execute(text("UPDATE appointments SET name = 'corrupted', version = 99"))
     monkeypatch.setenv("DATABASE_URL", database_url)
+    # the key that opens the events' personal values
+    monkeypatch.setenv("MONCRENEAU_SECRET_KEY", settings.secret_key)
 
     result = CliRunner().invoke(cli, ["projections", "rebuild"])
 
