@@ -195,6 +195,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         api.register_blueprint(blueprint)
     _document_errors(api)
     _document_links(api)
+    # What the schema checks itself (`ErasureCreate._exactly_one`), in words the spec has.
+    api.spec.components.schemas["ErasureCreate"].update(minProperties=1, maxProperties=1)
     app.register_blueprint(health)
     web.trace(app)
     ratelimit.install(app, settings)

@@ -79,6 +79,16 @@ class Vault:
         """The value's blind index under every configured key (a key change in progress)."""
         return [self._digest(key, kind, value) for key in self._index_keys]
 
+    def fingerprints(self, text: str) -> list[str]:
+        """Keyed digests of a request (Idempotency-Key), under every configured key.
+
+        Keyed, because a request may carry personal values that a plain digest would let
+        anyone holding a copy of the database confirm by guessing.
+        """
+        return [
+            hmac.new(key, text.encode(), hashlib.sha256).hexdigest() for key in self._index_keys
+        ]
+
     @staticmethod
     def _digest(key: bytes, kind: str, value: str) -> str:
         message = f"{kind}:{normalize(kind, value)}".encode()

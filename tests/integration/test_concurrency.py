@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
+from moncreneau import clock
 from moncreneau.app import create_app
 from moncreneau.appointments import service as appointments
 from moncreneau.auth import keys
@@ -26,6 +27,7 @@ from moncreneau.departments import service as departments
 from moncreneau.domain.errors import Conflict
 from moncreneau.models import AppointmentRow, EventRecord, IdempotencyRecord
 from moncreneau.outbox import store
+from moncreneau.outbox.relay import keep_house
 from moncreneau.personal import Vault
 from moncreneau.webhooks.payloads import PERSONAL_FIELDS
 from tests.conftest import make_settings
@@ -445,3 +447,69 @@ def test_fifty_parallel_posts_with_one_idempotency_key_book_once(
     assert again.body == created[0].body
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert count(engine, table=AppointmentRow) == 1
+
+
+# An erasure racing a change of the same appointment: never a readable value.
+
+ERASURE_ROUNDS = 12
+
+
+def test_an_erasure_racing_a_change_ends_with_the_change_erased_or_refused(
+    client: Client, app: Flask, engine: Engine
+) -> None:
+    runtime = app.extensions["moncreneau"]
+    department_id = client.department(capacity=1)
+    outcomes = set()
+    for n in range(ERASURE_ROUNDS):
+        booked = client.call(
+            "POST",
+            "/appointments",
+            {
+                "departmentId": department_id,
+                "dateTime": slot(n),
+                "name": f"Racer {n}",
+                "email": f"racer{n}@race.example.org",
+            },
+        )
+        appointment_id = booked.body["id"]
+        erasure = client.call("POST", "/erasures", {"appointmentIds": [appointment_id]}).body
+        new_email = f"changed{n}-during-erasure@race.example.org"
+        headers = {"If-Match": '"1"'} if n % 2 else {}
+
+        def change(
+            appointment_id: int = appointment_id,
+            new_email: str = new_email,
+            headers: dict[str, str] = headers,
+        ) -> Any:
+            return client.call(
+                "PATCH",
+                f"/appointments/{appointment_id}",
+                {"email": new_email, "notes": f"note {new_email}"},
+                headers,
+            )
+
+        def erase() -> None:
+            keep_house(runtime.sessions, runtime.settings, runtime.vault, clock.now(), False)
+
+        changed, _ = in_parallel([change, erase])
+
+        assert changed.status in (200, 409, 412), changed.body
+        outcomes.add(changed.status)
+        assert client.call("GET", f"/erasures/{erasure['id']}").body["status"] == "completed"
+        shown = client.call("GET", f"/appointments/{appointment_id}").body
+        assert shown["erasedAt"] is not None and shown["email"] is None
+        history = client.call("GET", f"/appointments/{appointment_id}/events").body["data"]
+        types = [e["type"] for e in history]
+        expected = ["appointment.created", "appointment.erased"]
+        if changed.status == 200:
+            expected.insert(1, "appointment.updated")
+        assert types == expected
+        assert [e["data"]["object"]["version"] for e in history] == list(range(1, len(history) + 1))
+        assert new_email not in json.dumps(history) and f"racer{n}@" not in json.dumps(history)
+        with engine.connect() as conn:
+            stored = repr(conn.execute(text("SELECT * FROM appointments")).all())
+            stored += repr(conn.execute(text("SELECT * FROM events")).all())
+            stored += repr(conn.execute(text("SELECT * FROM idempotency_keys")).all())
+        assert new_email not in stored and f"racer{n}@" not in stored
+    # Not a proof of the interleaving, but both orders are expected over the rounds.
+    print(f"outcomes of the change: {sorted(outcomes)}")
