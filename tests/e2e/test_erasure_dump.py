@@ -40,12 +40,13 @@ def test_after_an_erasure_no_dump_and_no_process_log_holds_an_erased_value(
     app: Flask, receiver: Receiver, processes: Processes, postgres_url: str
 ) -> None:
     tag = uuid.uuid4().hex[:10]
+    digits = str(uuid.uuid4().int)[:12]
     values = {
         "name": f"Patiente Unique {tag}",
         "email": f"unique.{tag}@erasure.example.org",
-        "phone": f"+33 6 {tag[:2]} 00 00 01".replace("a", "1").replace("b", "2"),
+        "phone": f"+33 6 {digits[:2]} {digits[2:4]} {digits[4:6]} {digits[6:8]}",
         "notes": f"Diagnosis note {tag}",
-        "new_phone": "+44 20 7946 0" + str(int(tag[:6], 16) % 1000).zfill(3),
+        "new_phone": f"+44 20 7946 {digits[8:12]}",
         "new_notes": f"Second note {tag}",
         "reason": f"Cancelled because {tag}",
         "bad_email": f"not an email {tag}",
@@ -82,7 +83,9 @@ def test_after_an_erasure_no_dump_and_no_process_log_holds_an_erased_value(
         "phone": values["phone"],
         "notes": values["notes"],
     }
-    first = api.call("POST", "/appointments", booking, {"Idempotency-Key": f"k-{tag}"}).body
+    booked = api.call("POST", "/appointments", booking, {"Idempotency-Key": f"k-{tag}"})
+    assert booked.status == 201, booked.body
+    first = booked.body
     changed = api.call(
         "PATCH",
         f"/appointments/{first['id']}",
