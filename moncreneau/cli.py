@@ -401,11 +401,12 @@ def secrets_group() -> None:
 
 @secrets_group.command("reseal")
 def secrets_reseal() -> None:
-    """Seal every stored secret with the first key of MONCRENEAU_SECRET_KEY."""
+    """Seal every stored secret and data key with the first key of MONCRENEAU_SECRET_KEY."""
+    from moncreneau.personal import reseal
     from moncreneau.secretbox import reseal_stored
 
     with _transaction() as db:
-        count = reseal_stored(db, runtime().box)
+        count = reseal_stored(db, runtime().box) + reseal(db, runtime().vault)
     click.echo(f"{count} secrets sealed with the first key; the others may now be dropped")
 
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from moncreneau.models import EventRecord, PersonalKey
+from moncreneau.models import AppointmentRow, EventRecord, PersonalKey
 from moncreneau.secretbox import SecretBox
 from moncreneau.webhooks.payloads import PERSONAL_FIELDS
 
@@ -265,3 +265,20 @@ def issue(
         )
     )
     return raw
+
+
+def reseal(session: Session, vault: Vault) -> int:
+    """Seal every data key again, and compute every blind index again, with the first key
+    of MONCRENEAU_SECRET_KEY (`moncreneau secrets reseal`); returns how many keys."""
+    rows = session.execute(
+        select(PersonalKey, AppointmentRow.email, AppointmentRow.phone).join(
+            AppointmentRow, AppointmentRow.id == PersonalKey.appointment_id
+        )
+    )
+    count = 0
+    for stored, email, phone in rows:
+        stored.key = vault.reseal(stored.key)
+        stored.email_index = vault.index(EMAIL, email)
+        stored.phone_index = vault.index(PHONE, phone)
+        count += 1
+    return count
