@@ -415,6 +415,8 @@ def erase(session: Session, events: Sequence[EventRecord], now: datetime) -> int
         )
         .join(WebhookSubscription, WebhookSubscription.id == Delivery.subscription_id)
         .where(Delivery.event_position.in_(sorted(by_position)))
+        # in one order, as every writer of several deliveries should, to avoid deadlocks
+        .order_by(Delivery.seq)
     ).all()
     if not found:
         return 0

@@ -224,12 +224,12 @@ def _request_for(
     return lambda: client.call("POST", f"/appointments/{appointment_id}/{action}", None, headers)
 
 
-@pytest.mark.parametrize("action", ["patch", "validate", "cancel"])
 def without_personal(appointment: dict[str, Any]) -> dict[str, Any]:
     """As the event store keeps it: the personal values are sealed apart."""
     return {k: None if k in PERSONAL_FIELDS else v for k, v in appointment.items()}
 
 
+@pytest.mark.parametrize("action", ["patch", "validate", "cancel"])
 def test_fifty_parallel_writes_with_the_same_if_match_let_exactly_one_through(
     client: Client, engine: Engine, action: str
 ) -> None:
