@@ -112,7 +112,8 @@ def _operation(path: str, method: str) -> dict[str, str]:
     return {"operationRef": f"#/paths/{pointer}/{method}"}
 
 
-# What a client does next with a resource it created: each link passes the new `id` on.
+# What a client does next with a resource it created (or accepted, 202): each link passes
+# the new `id` on.
 _LINKS: dict[str, dict[str, tuple[str, str, str]]] = {
     "/api/v1/departments": {
         "GetDepartment": ("/api/v1/departments/{department_id}", "get", "department_id"),
@@ -135,6 +136,9 @@ _LINKS: dict[str, dict[str, tuple[str, str, str]]] = {
             "appointment_id",
         ),
     },
+    "/api/v1/erasures": {
+        "GetErasure": ("/api/v1/erasures/{erasure_id}", "get", "erasure_id"),
+    },
     "/api/v1/webhooks": {
         "GetWebhook": ("/api/v1/webhooks/{webhook_id}", "get", "webhook_id"),
         "ChangeWebhook": ("/api/v1/webhooks/{webhook_id}", "patch", "webhook_id"),
@@ -154,7 +158,8 @@ def _document_links(api: errors.MonCreneauApi) -> None:
     """OpenAPI links from each 201 to what may follow it, for clients and stateful testing."""
     paths: dict[str, dict[str, dict[str, Any]]] = api.spec._paths
     for path, links in _LINKS.items():
-        created = paths[path]["post"]["responses"]["201"]
+        responses = paths[path]["post"]["responses"]
+        created = responses.get("201") or responses["202"]
         for name, (target, method, parameter) in links.items():
             link: dict[str, Any] = _operation(target, method)
             if "{" in target:
@@ -190,6 +195,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from moncreneau.api.health import blp as health
     from moncreneau.appointments.routes import blp as appointments
     from moncreneau.departments.routes import blp as departments
+    from moncreneau.erasures.routes import blp as erasures
     from moncreneau.events.routes import blp as events
     from moncreneau.events.routes import types_blp as event_types
     from moncreneau.portal.routes import blp as portal_links
@@ -202,10 +208,20 @@ def create_app(settings: Settings | None = None) -> Flask:
         IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     )
     runtime.api = api
-    for blueprint in (departments, appointments, events, event_types, webhooks, portal_links):
+    for blueprint in (
+        departments,
+        appointments,
+        events,
+        event_types,
+        webhooks,
+        portal_links,
+        erasures,
+    ):
         api.register_blueprint(blueprint)
     _document_errors(api)
     _document_links(api)
+    # What the schema checks itself (`ErasureCreate._exactly_one`), in words the spec has.
+    api.spec.components.schemas["ErasureCreate"].update(minProperties=1, maxProperties=1)
     app.register_blueprint(health)
     app.register_blueprint(portal)
     web.trace(app)

@@ -46,7 +46,7 @@ def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
 def _upgrade_database() -> None:
     from moncreneau.ops.migrate import upgrade
 
-    upgrade(runtime().sessions.kw["bind"])
+    upgrade(runtime().sessions.kw["bind"], vault=runtime().vault)
 
 
 def _create_app() -> Flask:
@@ -97,6 +97,7 @@ def run_command(host: str, port: int) -> None:
 
     from moncreneau.delivery import jobs
     from moncreneau.delivery.queueing import InlineQueue
+    from moncreneau.ops.housekeeping import Housekeeper
     from moncreneau.outbox import relay
 
     _upgrade_database()
@@ -112,8 +113,12 @@ def run_command(host: str, port: int) -> None:
     context = jobs.install(settings, rt.sessions)
     rt.queue = InlineQueue(settings, partial(jobs.deliver_with, context))
     stop = threading.Event()
+    chores = Housekeeper(rt.sessions, settings, rt.vault)
     threading.Thread(
-        target=relay.run, args=(rt.sessions, settings, rt.queue, stop), name="relay", daemon=True
+        target=relay.run,
+        args=(rt.sessions, settings, rt.queue, stop, chores),
+        name="relay",
+        daemon=True,
     ).start()
     click.echo(f"MonCréneau on http://{host}:{port} (database {settings.database_url})")
     if settings.allow_private_urls:
@@ -157,6 +162,7 @@ def _serve_metrics(host: str, port: int | None) -> None:
 def relay_command(metrics_port: int | None, metrics_host: str) -> None:
     """Create deliveries from the event log and queue them (production; any number may run)."""
     from moncreneau.delivery.queueing import RedisQueue
+    from moncreneau.ops.housekeeping import Housekeeper
     from moncreneau.outbox import relay
 
     _require_redis()
@@ -164,7 +170,8 @@ def relay_command(metrics_port: int | None, metrics_host: str) -> None:
     rt = runtime()
     stop = _stop_on_signals()
     click.echo("relay started")
-    relay.run(rt.sessions, rt.settings, RedisQueue(rt.settings), stop)
+    chores = Housekeeper(rt.sessions, rt.settings, rt.vault)
+    relay.run(rt.sessions, rt.settings, RedisQueue(rt.settings), stop, chores)
     click.echo("relay stopped")
 
 
@@ -321,7 +328,7 @@ def trigger_command(event_type: str, org_id: int, webhook_id: int | None) -> Non
     rt = runtime()
     with _transaction() as db:
         keys.require_organization(db, org_id)
-        events = trigger(db, org_id, event_type, rt.settings, webhook_id)
+        events = trigger(db, org_id, event_type, rt.settings, webhook_id, rt.vault)
         lines = [f"{e.type:<24} {e.id}" for e in events]
     target = f"webhook {webhook_id}" if webhook_id else "every webhook that subscribes"
     click.echo("\n".join(lines) + f"\nqueued for {target}")
@@ -410,11 +417,12 @@ def secrets_group() -> None:
 
 @secrets_group.command("reseal")
 def secrets_reseal() -> None:
-    """Seal every stored secret with the first key of MONCRENEAU_SECRET_KEY."""
+    """Seal every stored secret and data key with the first key of MONCRENEAU_SECRET_KEY."""
+    from moncreneau.personal import reseal
     from moncreneau.secretbox import reseal_stored
 
     with _transaction() as db:
-        count = reseal_stored(db, runtime().box)
+        count = reseal_stored(db, runtime().box) + reseal(db, runtime().vault)
     click.echo(f"{count} secrets sealed with the first key; the others may now be dropped")
 
 
@@ -429,7 +437,7 @@ def projections_rebuild() -> None:
     from moncreneau.appointments.service import rebuild_projections
 
     with _transaction() as db:
-        count = rebuild_projections(db)
+        count = rebuild_projections(db, runtime().vault)
     click.echo(f"rebuilt {count} appointment(s) from the event store")
 
 

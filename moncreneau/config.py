@@ -238,6 +238,14 @@ class Settings:
     queue_name: str = _setting("moncreneau-deliveries", "MONCRENEAU_QUEUE_NAME", _text)
     relay_poll_seconds: float = _setting(0.05, "MONCRENEAU_RELAY_POLL_SECONDS", _amount(3600.0))
     sweep_seconds: float = _setting(1.0, "MONCRENEAU_SWEEP_SECONDS", _amount(3600.0))
+    # bodies and response excerpts of deliveries finished longer ago are purged
+    payload_retention_days: float = _setting(
+        30.0, "MONCRENEAU_PAYLOAD_RETENTION_DAYS", _amount(36500.0)
+    )
+    # appointments unchanged for longer are erased; None: never
+    erase_after_days: float | None = _setting(
+        None, "MONCRENEAU_ERASE_AFTER_DAYS", _amount(36500.0, above_zero=True)
+    )
     testing: bool = False
 
     @classmethod

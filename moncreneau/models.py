@@ -71,7 +71,8 @@ class AppointmentRow(Base):
     department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
     duration_minutes: Mapped[int] = mapped_column(Integer)
-    name: Mapped[str] = mapped_column(String(200))
+    # null, like the other personal fields, once erased
+    name: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(254))
     phone: Mapped[str | None] = mapped_column(String(40))
     notes: Mapped[str | None] = mapped_column(Text)
@@ -80,6 +81,52 @@ class AppointmentRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # set by `appointment.erased`: the personal fields are null from then on
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class PersonalKey(Base):
+    """An appointment's data key, sealed with MONCRENEAU_SECRET_KEY; erasing deletes the row.
+
+    Its events hold their personal values encrypted with this key only, so once the row is
+    gone they read null. The blind indexes (keyed HMACs of the normalized email and phone)
+    let an erasure find the appointments of a person without their values in clear.
+    """
+
+    __tablename__ = "personal_keys"
+    __table_args__ = (
+        Index("ix_personal_keys_email", "organization_id", "email_index"),
+        Index("ix_personal_keys_phone", "organization_id", "phone_index"),
+    )
+
+    appointment_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    key: Mapped[str] = mapped_column(Text)
+    email_index: Mapped[str | None] = mapped_column(String(64))
+    phone_index: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Erasure(Base):
+    """A request to erase appointments: who, when, which ones; never the selector's value."""
+
+    __tablename__ = "erasures"
+    __table_args__ = (
+        Index("ix_erasures_org_seq", "organization_id", "seq"),
+        Index("ix_erasures_status", "status"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    # "email", "phone", "appointmentIds", or "retention" (MONCRENEAU_ERASE_AFTER_DAYS)
+    selector: Mapped[str] = mapped_column(String(16))
+    # the prefix of the API key that asked; null for the automatic erasure
+    requested_by: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    appointment_ids: Mapped[list[int]] = mapped_column(JsonDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class EventRecord(Base):
@@ -107,6 +154,9 @@ class EventRecord(Base):
     # the resource as published: the appointment after this event, and what it changed
     object: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
     previous_attributes: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+    # the personal values taken out of the three above, encrypted with the appointment's
+    # data key (`moncreneau.personal`); they read null once that key is deleted
+    sealed: Mapped[str | None] = mapped_column(Text)
     # set on events meant for one webhook only (`moncreneau trigger --webhook`)
     webhook_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -130,6 +180,8 @@ class IdempotencyRecord(Base):
     response_body: Mapped[str] = mapped_column(Text)
     response_headers: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # the appointment the response shows, whose personal fields an erasure nulls
+    appointment_id: Mapped[int | None] = mapped_column(Integer, index=True)
 
 
 class WebhookSubscription(Base):
@@ -180,6 +232,13 @@ class Delivery(Base):
             sqlite_where=text(OPEN_DELIVERY),
             postgresql_where=text(OPEN_DELIVERY),
         ),
+        # what payload retention still has to look at, and only that
+        Index(
+            "ix_deliveries_unpurged",
+            "updated_at",
+            postgresql_where=text("purged_at IS NULL"),
+            sqlite_where=text("purged_at IS NULL"),
+        ),
     )
 
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -190,7 +249,8 @@ class Delivery(Base):
     event_id: Mapped[str] = mapped_column(String(40))
     event_type: Mapped[str] = mapped_column(String(64))
     payload_version: Mapped[str] = mapped_column(String(16))
-    body: Mapped[str] = mapped_column(Text)
+    # null once purged (MONCRENEAU_PAYLOAD_RETENTION_DAYS)
+    body: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer)
     # attempts allowed in all; a manual retry of a dead delivery grants one more
@@ -204,6 +264,8 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # when its body was purged or rewritten without personal data: it is never sent again
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class DeliveryAttempt(Base):

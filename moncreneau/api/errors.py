@@ -13,7 +13,14 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from moncreneau.domain.errors import Conflict, DomainError, Invalid, NotFound, PreconditionFailed
+from moncreneau.domain.errors import (
+    Conflict,
+    DomainError,
+    Gone,
+    Invalid,
+    NotFound,
+    PreconditionFailed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +29,7 @@ STATUS_OF: dict[type[DomainError], int] = {
     Invalid: 422,
     Conflict: 409,
     PreconditionFailed: 412,
+    Gone: 410,
 }
 _LOCATIONS = {"json", "query", "headers", "view_args", "form", "files", "cookies", "path"}
 _DEFAULT_MESSAGES = {

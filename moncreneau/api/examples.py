@@ -16,9 +16,11 @@ VALIDATED_EVENT_ID = "evt_01kg1xkme9k0szpdyefszy539y"
 CANCELLED_EVENT_ID = "evt_01kg7a2xw4t9m3qz8hv5rj6n0c"
 COMPLETED_EVENT_ID = "evt_01kgf3tq2m8yv6h0c4rbn7wd5e"
 DISABLED_EVENT_ID = "evt_01kg2c9d1s7b4e6yw0q3xfm8tj"
+ERASED_EVENT_ID = "evt_01kjh2r7m4c9w0t6p8d3yq5zxb"
 TEST_DELIVERY_ID = "msg_01kf0hp0pvjxgxejza328gjg39"
 CREATED_DELIVERY_ID = "msg_01kfd6nw9dv1ayefvj6jvjs9dr"
 UPDATED_DELIVERY_ID = "msg_01kg01x568esanqazb2fxj26kh"
+ERASURE_ID = "ers_01kg3m2x7qz9v4c8d5e6f7g8h9"
 SECRET = "whsec_4dpxfvSoIIXKP5oFbme1V5FRP7RaY05ck5r5R5im3yQ="
 ROTATED_SECRET = "whsec_KXpI2kqUW5rk5e3Yd/GFCJ6pOVssD6NmPXnqW7CbBmk="
 
@@ -70,6 +72,7 @@ APPOINTMENT = {
     "version": 1,
     "createdAt": "2026-01-20T08:00:00Z",
     "updatedAt": "2026-01-20T08:00:00Z",
+    "erasedAt": None,
 }
 APPOINTMENT_CHANGE = {"dateTime": "2026-02-01T11:00:00"}
 APPOINTMENT_RESCHEDULED = {
@@ -320,6 +323,32 @@ REPLAY = {
 }
 REPLAY_RESULT = {"count": 1, "deliveryIds": [UPDATED_DELIVERY_ID], "hasMore": False}
 
+# Erasures: Camille Martin asked to be forgotten.
+
+ERASURE_CREATE = {"email": APPOINTMENT_CREATE["email"]}
+ERASURE_PENDING = {
+    "id": ERASURE_ID,
+    "status": "pending",
+    "selector": "email",
+    "requestedBy": "mck_7f3k2q9d",
+    "appointmentIds": [APPOINTMENT_ID],
+    "createdAt": "2026-03-02T09:00:00Z",
+    "completedAt": None,
+}
+ERASURE_COMPLETED = {
+    **ERASURE_PENDING,
+    "status": "completed",
+    "completedAt": "2026-03-02T09:00:01Z",
+}
+ERASURE_PAGE = {"data": [ERASURE_COMPLETED], "nextCursor": None, "hasMore": False}
+APPOINTMENT_ERASED = {
+    **APPOINTMENT_COMPLETED,
+    **{field: None for field in ("name", "email", "phone", "notes", "cancellationReason")},
+    "version": 5,
+    "updatedAt": ERASURE_COMPLETED["completedAt"],
+    "erasedAt": ERASURE_COMPLETED["completedAt"],
+}
+
 # Errors every operation may answer, by status; 404 by the resource the path names last.
 
 ERRORS = {
@@ -353,6 +382,7 @@ NOT_FOUND = {
     "event_id": _error(404, f"No event with id '{CREATED_EVENT_ID}'."),
     "webhook_id": _error(404, f"No webhook with id {WEBHOOK_ID}."),
     "delivery_id": _error(404, f"No delivery '{UPDATED_DELIVERY_ID}' for webhook {WEBHOOK_ID}."),
+    "erasure_id": _error(404, f"No erasure with id '{ERASURE_ID}'."),
 }
 INVALID = {
     "body": {

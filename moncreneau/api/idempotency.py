@@ -46,13 +46,16 @@ DOC = {
 }
 
 
-def _fingerprint() -> str:
+def _fingerprints() -> list[str]:
+    """The request's keyed digests: the first is stored, any of them matches."""
     raw = request.get_data(cache=True)
     try:
         body: Any = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
     except (ValueError, RecursionError):
         body = raw.decode("latin-1")
-    return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+    text = f"{request.method} {request.path}\n{body}"
+    # the unkeyed digest of records stored before digests were keyed, kept 24 hours at most
+    return [*runtime().vault.fingerprints(text), hashlib.sha256(text.encode()).hexdigest()]
 
 
 def _replay(record: IdempotencyRecord) -> Response:
@@ -63,6 +66,17 @@ def _replay(record: IdempotencyRecord) -> Response:
         response.headers[name] = value
     response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def _appointment_shown(response: Response) -> int | None:
+    """The appointment a response shows, whose personal fields an erasure must null."""
+    if request.blueprint != "appointments":
+        return None
+    shown = (request.view_args or {}).get("appointment_id")
+    if shown is None:
+        body = response.get_json(silent=True)
+        shown = body.get("id") if isinstance(body, dict) else None
+    return shown if isinstance(shown, int) else None
 
 
 def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -85,7 +99,7 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
             return error_response(
                 409, f"A request with this {HEADER} is still being processed; retry later."
             )
-        fingerprint = _fingerprint()
+        fingerprints = _fingerprints()
         now = utcnow()
         record = db.scalar(
             select(IdempotencyRecord).where(
@@ -96,7 +110,7 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
             db.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record.id))
             record = None
         if record is not None:
-            if record.request_hash != fingerprint:
+            if record.request_hash not in fingerprints:
                 return error_response(
                     422,
                     f"This {HEADER} was already used with a different request.",
@@ -109,13 +123,14 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
                 IdempotencyRecord(
                     organization_id=org,
                     key=key,
-                    request_hash=fingerprint,
+                    request_hash=fingerprints[0],
                     response_status=response.status_code,
                     response_body=runtime().box.seal(response.get_data(as_text=True)),
                     response_headers={
                         h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers
                     },
                     created_at=now,
+                    appointment_id=_appointment_shown(response),
                 )
             )
             db.flush()

@@ -28,6 +28,7 @@ from moncreneau.delivery.queueing import DeliveryQueue, make_queue
 from moncreneau.domain.errors import Invalid
 from moncreneau.ops import logs, metrics
 from moncreneau.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, cursor_pattern
+from moncreneau.personal import Vault
 from moncreneau.secretbox import SecretBox, resolve_key
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Runtime:
     api: Any = None
     limits: ratelimit.RateLimits | None = None
     _box: SecretBox | None = None
+    _vault: Vault | None = None
     _queue: DeliveryQueue | None = None
 
     @property
@@ -67,6 +69,12 @@ class Runtime:
         if self._box is None:
             self._box = SecretBox(resolve_key(self.settings))
         return self._box
+
+    @property
+    def vault(self) -> Vault:
+        if self._vault is None:
+            self._vault = Vault(resolve_key(self.settings))
+        return self._vault
 
     @property
     def queue(self) -> DeliveryQueue:

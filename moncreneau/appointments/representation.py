@@ -43,6 +43,7 @@ def represent(appointment: Appointment, tz: ZoneInfo) -> dict[str, Any]:
         "version": appointment.version,
         "createdAt": iso_utc(appointment.created_at),
         "updatedAt": iso_utc(appointment.updated_at),
+        "erasedAt": iso_utc(appointment.erased_at) if appointment.erased_at else None,
     }
 
 

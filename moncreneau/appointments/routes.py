@@ -19,6 +19,7 @@ from moncreneau.api.web import (
     page_args,
     page_response,
     page_schema,
+    runtime,
     session,
 )
 from moncreneau.appointments import service
@@ -97,7 +98,9 @@ class Appointments(MethodView):
 
         Emits `appointment.created`.
         """
-        appointment = service.book(session(), organization_id(), service.NewAppointment(**body))
+        appointment = service.book(
+            session(), organization_id(), service.NewAppointment(**body), vault=runtime().vault
+        )
         return appointment, 201, etag(appointment)
 
 
@@ -127,7 +130,12 @@ class AppointmentById(MethodView):
         changes nothing emits nothing.
         """
         appointment = service.change(
-            session(), organization_id(), appointment_id, body, expected_versions()
+            session(),
+            organization_id(),
+            appointment_id,
+            body,
+            expected_versions(),
+            vault=runtime().vault,
         )
         return appointment, 200, etag(appointment)
 
@@ -141,6 +149,7 @@ def _lifecycle(action: str, event: str, result: dict[str, Any]) -> type[MethodVi
             action,
             expected_versions(),
             body.get("reason"),
+            vault=runtime().vault,
         )
         return appointment, 200, etag(appointment)
 
@@ -184,6 +193,11 @@ class AppointmentEvents(MethodView):
         gives the appointment exactly as `GET` returns it.
         """
         page = service.history(
-            session(), organization_id(), appointment_id, args["limit"], args["cursor"]
+            session(),
+            organization_id(),
+            appointment_id,
+            args["limit"],
+            args["cursor"],
+            vault=runtime().vault,
         )
         return page_response(page)

@@ -77,7 +77,9 @@ class Appointment(ma.Schema):
         metadata={"format": "date-time", "description": "Local time with the department's offset."},
     )
     durationMinutes = ma.fields.Integer(required=True)
-    name = ma.fields.String(required=True)
+    name = ma.fields.String(
+        required=True, allow_none=True, metadata={"description": "Null once erased."}
+    )
     email = ma.fields.String(allow_none=True)
     phone = ma.fields.String(allow_none=True)
     notes = ma.fields.String(allow_none=True)
@@ -88,3 +90,12 @@ class Appointment(ma.Schema):
     )
     createdAt = ma.fields.String(required=True, metadata={"format": "date-time"})
     updatedAt = ma.fields.String(required=True, metadata={"format": "date-time"})
+    erasedAt = ma.fields.String(
+        allow_none=True,
+        metadata={
+            "format": "date-time",
+            "description": "When its personal data was erased (`POST /erasures`); from then on "
+            "`name`, `email`, `phone`, `notes` and `cancellationReason` are null and it "
+            "cannot be changed.",
+        },
+    )

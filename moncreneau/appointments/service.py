@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from moncreneau import personal
 from moncreneau.appointments.representation import previous_attributes, represent
 from moncreneau.clock import utcnow
 from moncreneau.db import LockKind, lock
@@ -19,10 +20,11 @@ from moncreneau.domain import events as domain_events
 from moncreneau.domain.appointments import Appointment, Status
 from moncreneau.domain.errors import Conflict, Invalid, NotFound, PreconditionFailed
 from moncreneau.domain.events import AppointmentEvent, AppointmentUpdated
-from moncreneau.models import AppointmentRow, Department, EventRecord
+from moncreneau.models import AppointmentRow, Department, EventRecord, PersonalKey
 from moncreneau.outbox import store
 from moncreneau.outbox.payloads import envelope_v1
 from moncreneau.pagination import Page, keyset_page
+from moncreneau.personal import EMAIL, PHONE, Revealed, Vault
 
 PROJECTED = (
     "department_id",
@@ -36,6 +38,7 @@ PROJECTED = (
     "version",
     "created_at",
     "updated_at",
+    "erased_at",
 )
 
 
@@ -134,8 +137,11 @@ _CURRENT = (
 )
 
 
-def _load(session: Session, organization_id: int, appointment_id: int) -> tuple[Appointment, int]:
-    """The appointment as its events say, and the version its projection row is at.
+def _load(
+    session: Session, vault: Vault, organization_id: int, appointment_id: int
+) -> tuple[Appointment, int, bytes | None]:
+    """The appointment as its events say, the version its projection row is at, and its
+    data key (None once erased).
 
     The row is the fold of the events whenever its version is the last event's sequence, so
     a change costs the same whatever the history's length. A row that is not (changed
@@ -145,14 +151,16 @@ def _load(session: Session, organization_id: int, appointment_id: int) -> tuple[
     if found is None or found[0].organization_id != organization_id:
         raise NotFound(f"No appointment with id {appointment_id}.")
     row, last_sequence = found
+    key = personal.keys_of(session, vault, [appointment_id]).get(appointment_id)
     if row.version == last_sequence:
-        return _from_row(row), row.version
+        return _from_row(row), row.version, key
     history = store.appointment_history(session, appointment_id)
-    events = decode_history(history)
-    return Appointment.from_events(appointment_id, organization_id, events), row.version
+    revealed = [personal.open_event(e, key) for e in history]
+    appointment = Appointment.from_events(appointment_id, organization_id, decode_history(revealed))
+    return appointment, row.version, key
 
 
-def decode_history(history: list[EventRecord]) -> list[AppointmentEvent]:
+def decode_history(history: list[Revealed]) -> list[AppointmentEvent]:
     return [domain_events.decode(e.type, e.created_at, e.data) for e in history]
 
 
@@ -169,9 +177,14 @@ def _row_values(appointment: Appointment) -> dict[str, Any]:
 
 
 def _append(
-    session: Session, appointment: Appointment, tz: ZoneInfo, event: AppointmentEvent
+    session: Session,
+    appointment: Appointment,
+    tz: ZoneInfo,
+    event: AppointmentEvent,
+    key: bytes | None,
 ) -> EventRecord:
-    return store.append(
+    """Append the event with its personal values sealed under the appointment's key."""
+    record = store.append(
         session,
         organization_id=appointment.organization_id,
         type=event.type,
@@ -184,6 +197,21 @@ def _append(
         appointment_id=appointment.id,
         sequence=appointment.version,
     )
+    if key is not None:
+        personal.seal(record, key)
+    else:
+        # No key, nothing to keep: an erased appointment's event carries no personal value.
+        record.data, record.object, record.previous_attributes = _without_personal(record)
+    return record
+
+
+def _without_personal(
+    record: EventRecord,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    parts, _taken = personal.split(
+        personal.Parts(record.data, record.object, record.previous_attributes)
+    )
+    return parts.data, parts.object, parts.previous_attributes
 
 
 def _save(
@@ -192,6 +220,7 @@ def _save(
     tz: ZoneInfo,
     expected: int,
     preconditioned: bool,
+    key: bytes | None,
 ) -> None:
     """Move the projection from version `expected` on and append the recorded events.
 
@@ -209,7 +238,7 @@ def _save(
         )
         raise PreconditionFailed(message) if preconditioned else Conflict(message)
     for event in appointment.pending_events:
-        _append(session, appointment, tz, event)
+        _append(session, appointment, tz, event, key)
     appointment.pending_events.clear()
 
 
@@ -222,7 +251,9 @@ def _check_precondition(appointment: Appointment, expected: Collection[int] | No
         )
 
 
-def book(session: Session, organization_id: int, new: NewAppointment) -> dict[str, Any]:
+def book(
+    session: Session, organization_id: int, new: NewAppointment, *, vault: Vault
+) -> dict[str, Any]:
     department = _department(session, organization_id, new.department_id)
     tz = zone(department.timezone)
     starts_at = resolve_start(new.date_time, tz, department.slot_minutes)
@@ -244,8 +275,11 @@ def book(session: Session, organization_id: int, new: NewAppointment) -> dict[st
     session.add(row)
     session.flush()
     appointment.id = row.id
+    key = personal.issue(
+        session, vault, organization_id, row.id, new.email, new.phone, row.created_at
+    )
     for event in appointment.pending_events:
-        _append(session, appointment, tz, event)
+        _append(session, appointment, tz, event, key)
     appointment.pending_events.clear()
     return represent(appointment, tz)
 
@@ -256,9 +290,11 @@ def change(
     appointment_id: int,
     values: dict[str, Any],
     expected_versions: Collection[int] | None = None,
+    *,
+    vault: Vault,
 ) -> dict[str, Any]:
     """Reschedule (`date_time`) or change contact details; a no-op records no event."""
-    appointment, before = _load(session, organization_id, appointment_id)
+    appointment, before, key = _load(session, vault, organization_id, appointment_id)
     _check_precondition(appointment, expected_versions)
     values = dict(values)
     department: Rules | None = None
@@ -275,7 +311,16 @@ def change(
         assert appointment.starts_at is not None
         _lock_slot(session, department, appointment.starts_at)
         _check_capacity(session, department, appointment.starts_at, exclude=appointment.id)
-    _save(session, appointment, tz, before, expected_versions is not None)
+    _save(session, appointment, tz, before, expected_versions is not None, key)
+    if EMAIL in event.changes or PHONE in event.changes:
+        session.execute(
+            update(PersonalKey)
+            .where(PersonalKey.appointment_id == appointment.id)
+            .values(
+                email_index=vault.index(EMAIL, appointment.email),
+                phone_index=vault.index(PHONE, appointment.phone),
+            )
+        )
     return represent(appointment, tz)
 
 
@@ -286,9 +331,11 @@ def transition(
     action: str,
     expected_versions: Collection[int] | None = None,
     reason: str | None = None,
+    *,
+    vault: Vault,
 ) -> dict[str, Any]:
     """`validate`, `complete` or `cancel`; an illegal move is a Conflict and records nothing."""
-    appointment, before = _load(session, organization_id, appointment_id)
+    appointment, before, key = _load(session, vault, organization_id, appointment_id)
     _check_precondition(appointment, expected_versions)
     now = utcnow()
     if action == "validate":
@@ -300,7 +347,7 @@ def transition(
     else:
         raise ValueError(f"unknown lifecycle action {action!r}")
     tz = _department_zone(session, appointment.department_id)
-    _save(session, appointment, tz, before, expected_versions is not None)
+    _save(session, appointment, tz, before, expected_versions is not None, key)
     return represent(appointment, tz)
 
 
@@ -346,7 +393,13 @@ def list_page(
 
 
 def history(
-    session: Session, organization_id: int, appointment_id: int, limit: int, cursor: str | None
+    session: Session,
+    organization_id: int,
+    appointment_id: int,
+    limit: int,
+    cursor: str | None,
+    *,
+    vault: Vault,
 ) -> Page[dict[str, Any]]:
     """The appointment's events, oldest first, a page at a time."""
     row = session.get(AppointmentRow, appointment_id)
@@ -362,11 +415,11 @@ def history(
         "history",
         limit,
         cursor,
-        lambda rows: [envelope_v1(r) for r in rows],
+        lambda rows: [envelope_v1(r) for r in personal.reveal(session, vault, rows)],
     )
 
 
-def rebuild_projections(session: Session) -> int:
+def rebuild_projections(session: Session, vault: Vault) -> int:
     """Replace every appointment row by the fold of its events; returns how many were built."""
     session.execute(delete(AppointmentRow))
     ids = session.scalars(
@@ -378,7 +431,9 @@ def rebuild_projections(session: Session) -> int:
     count = 0
     for appointment_id in list(ids):
         assert appointment_id is not None
-        records = store.appointment_history(session, appointment_id)
+        records = personal.reveal(
+            session, vault, store.appointment_history(session, appointment_id)
+        )
         appointment = Appointment.from_events(
             appointment_id, records[0].organization_id, decode_history(records)
         )
@@ -392,3 +447,50 @@ def rebuild_projections(session: Session) -> int:
         count += 1
     session.flush()
     return count
+
+
+def erase(
+    session: Session, organization_id: int, appointment_ids: Collection[int], now: datetime
+) -> list[EventRecord]:
+    """Erase those of these appointments that are not erased yet; returns their events.
+
+    Each gets `appointment.erased`, its row loses its personal fields and its data key is
+    deleted, so that every event before reads null. The rows are locked first (PostgreSQL):
+    a change in flight commits before (and is erased with the rest) or fails on the version
+    it expected (409, or 412 with If-Match).
+    """
+    query = (
+        select(AppointmentRow)
+        .where(
+            AppointmentRow.organization_id == organization_id,
+            AppointmentRow.id.in_(sorted(appointment_ids)),
+            AppointmentRow.erased_at.is_(None),
+        )
+        .order_by(AppointmentRow.id)
+        .execution_options(populate_existing=True)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    rows = list(session.scalars(query))
+    if not rows:
+        return []
+    departments = select(Department).where(Department.id.in_({r.department_id for r in rows}))
+    zones = {d.id: zone(d.timezone) for d in session.scalars(departments)}
+    for row in rows:
+        appointment = _from_row(row)
+        appointment.erase(now)
+        for name, value in _row_values(appointment).items():
+            setattr(row, name, value)
+        for event in appointment.pending_events:
+            _append(session, appointment, zones[row.department_id], event, None)
+    ids = [row.id for row in rows]
+    # After the rows and before reading the events: a relay rendering them holds their keys
+    # until it commits, and the deliveries it made are then visible here.
+    session.execute(delete(PersonalKey).where(PersonalKey.appointment_id.in_(ids)))
+    return list(
+        session.scalars(
+            select(EventRecord)
+            .where(EventRecord.appointment_id.in_(ids))
+            .order_by(EventRecord.position)
+        )
+    )

@@ -26,9 +26,14 @@ from moncreneau.db import UTCDateTime
 from moncreneau.ids import new_id
 from moncreneau.models import Delivery, DeliveryAttempt, EventRecord, WebhookSubscription
 from moncreneau.outbox import payloads
+from moncreneau.personal import Revealed, open_event
 
 PENDING, SUCCEEDED, FAILED, DEAD = "pending", "succeeded", "failed", "dead"
+# waiting when its appointment was erased: never sent
+ERASED = "erased"
 OPEN = (PENDING, FAILED)
+# what payload retention may purge: nothing is left to send
+FINISHED = (SUCCEEDED, DEAD, ERASED)
 # How long a delivery handed to the queue is left alone by the sweeper.
 QUEUE_LEASE = timedelta(seconds=30)
 
@@ -43,7 +48,7 @@ class Subscriber(Protocol):
 
 
 def new_delivery_row(
-    event: EventRecord,
+    event: EventRecord | Revealed,
     subscription: Subscriber,
     now: datetime,
     budget: int,
@@ -332,7 +337,8 @@ _SETTLE = text(
         CAST(:b_status AS text[]), CAST(:b_next AS timestamptz[]), CAST(:b_code AS integer[]),
         CAST(:b_error AS text[])
     ) AS v(seq, won, lease, status, next_at, code, error)
-    WHERE d.seq = v.seq AND d.status <> 'succeeded' AND (v.won OR d.locked_until = v.lease)
+    WHERE d.seq = v.seq AND d.status NOT IN ('succeeded', 'erased')
+        AND (v.won OR d.locked_until = v.lease)
     """
 )
 
@@ -342,7 +348,8 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
 
     Every attempt is recorded. A success always settles the delivery (and is never
     overwritten); a failure only while this worker still holds the claim, so that a late
-    result cannot undo the lease of a worker that took the delivery over.
+    result cannot undo the lease of a worker that took the delivery over. A delivery whose
+    appointment was erased meanwhile stays `erased`.
     """
     if not settlements:
         return
@@ -367,7 +374,9 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
         .where(
             and_(
                 Delivery.seq == bindparam("b_seq"),
+                # spelled out: an IN list is expanded per statement, not per executemany row
                 Delivery.status != SUCCEEDED,
+                Delivery.status != ERASED,
                 or_(
                     bindparam("b_won", type_=Boolean), Delivery.locked_until == bindparam("b_lease")
                 ),
@@ -384,3 +393,91 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
         )
     )
     connection.execute(statement, [_status_row(s) for s in settlements])
+
+
+_WAITING = or_(Delivery.status == PENDING, Delivery.status == FAILED)
+_ERASE = (
+    update(Delivery)
+    .where(Delivery.seq == bindparam("e_seq"))
+    .values(
+        body=bindparam("e_body"),
+        status=case((_WAITING, ERASED), else_=Delivery.status),
+        next_attempt_at=case((_WAITING, None), else_=Delivery.next_attempt_at),
+        queued_until=None,
+        purged_at=bindparam("e_now", type_=UTCDateTime()),
+        updated_at=bindparam("e_now", type_=UTCDateTime()),
+    )
+)
+
+
+def erase(session: Session, events: Sequence[EventRecord], now: datetime) -> int:
+    """The deliveries of erased events: bodies rendered again without personal data, response
+    excerpts dropped, and those still waiting marked `erased`, never to be sent.
+
+    The events must be those of erased appointments (no key): they render null.
+    """
+    by_position = {e.position: e for e in events}
+    if not by_position:
+        return 0
+    found = session.execute(
+        select(
+            Delivery.seq,
+            Delivery.event_position,
+            Delivery.payload_version,
+            WebhookSubscription.payload,
+        )
+        .join(WebhookSubscription, WebhookSubscription.id == Delivery.subscription_id)
+        .where(Delivery.event_position.in_(sorted(by_position)))
+        # in one order, as every writer of several deliveries should, to avoid deadlocks
+        .order_by(Delivery.seq)
+    ).all()
+    if not found:
+        return 0
+    bodies: dict[tuple[int, str, str], str] = {}
+    rows = []
+    for seq, position, version, style in found:
+        form = (position, version, style)
+        if form not in bodies:
+            bodies[form] = payloads.render(open_event(by_position[position], None), version, style)
+        rows.append({"e_seq": seq, "e_body": bodies[form], "e_now": now})
+    connection = session.connection()
+    connection.execute(_ERASE, rows)
+    seqs = [row["e_seq"] for row in rows]
+    connection.execute(
+        update(DeliveryAttempt)
+        .where(
+            DeliveryAttempt.delivery_seq.in_(seqs), DeliveryAttempt.response_excerpt.is_not(None)
+        )
+        .values(response_excerpt=None)
+    )
+    return len(rows)
+
+
+def purge_payloads(session: Session, finished_before: datetime, now: datetime, limit: int) -> int:
+    """Drop the bodies and response excerpts of deliveries finished before then, a batch at a
+    time; status, attempts and timings stay. A delivery still to be sent is never purged."""
+    seqs = list(
+        session.scalars(
+            select(Delivery.seq)
+            .where(
+                Delivery.purged_at.is_(None),
+                Delivery.updated_at < finished_before,
+                Delivery.status.in_(FINISHED),
+            )
+            .limit(limit)
+        )
+    )
+    if not seqs:
+        return 0
+    connection = session.connection()
+    connection.execute(
+        update(Delivery).where(Delivery.seq.in_(seqs)).values(body=None, purged_at=now)
+    )
+    connection.execute(
+        update(DeliveryAttempt)
+        .where(
+            DeliveryAttempt.delivery_seq.in_(seqs), DeliveryAttempt.response_excerpt.is_not(None)
+        )
+        .values(response_excerpt=None)
+    )
+    return len(seqs)

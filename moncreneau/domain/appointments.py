@@ -12,6 +12,7 @@ from moncreneau.domain.events import (
     AppointmentCancelled,
     AppointmentCompleted,
     AppointmentCreated,
+    AppointmentErased,
     AppointmentEvent,
     AppointmentUpdated,
     AppointmentValidated,
@@ -34,6 +35,8 @@ ALLOWED_FROM: dict[Status, frozenset[Status]] = {
 FINAL = frozenset({Status.COMPLETED, Status.CANCELLED})
 # Fields a reschedule or contact change may touch.
 MUTABLE_FIELDS = ("starts_at", "duration_minutes", "name", "email", "phone", "notes")
+# What an erasure nulls.
+PERSONAL_FIELDS = ("name", "email", "phone", "notes", "cancellation_reason")
 
 
 class IllegalTransition(Conflict):
@@ -50,7 +53,7 @@ class Appointment:
     department_id: int = 0
     starts_at: datetime | None = None
     duration_minutes: int = 0
-    name: str = ""
+    name: str | None = ""
     email: str | None = None
     phone: str | None = None
     notes: str | None = None
@@ -59,6 +62,7 @@ class Appointment:
     version: int = 0
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    erased_at: datetime | None = None
     pending_events: list[AppointmentEvent] = field(default_factory=list, repr=False)
 
     @classmethod
@@ -70,7 +74,7 @@ class Appointment:
         department_id: int,
         starts_at: datetime,
         duration_minutes: int,
-        name: str,
+        name: str | None,
         email: str | None,
         phone: str | None,
         notes: str | None,
@@ -105,6 +109,7 @@ class Appointment:
         unknown = set(values) - set(MUTABLE_FIELDS)
         if unknown:
             raise ValueError(f"fields that cannot be changed: {sorted(unknown)!r}")
+        self._check_not_erased()
         if self.status in FINAL:
             raise Conflict(f"a {self.status.value} appointment cannot be changed")
         changes = {
@@ -136,6 +141,13 @@ class Appointment:
         self._record(event)
         return event
 
+    def erase(self, now: datetime) -> AppointmentErased:
+        """Forget the personal fields; the appointment keeps its place and status, frozen."""
+        self._check_not_erased()
+        event = AppointmentErased(occurred_at=now)
+        self._record(event)
+        return event
+
     def apply(self, event: AppointmentEvent) -> None:
         match event:
             case AppointmentCreated():
@@ -158,6 +170,10 @@ class Appointment:
             case AppointmentCancelled():
                 self.status = Status.CANCELLED
                 self.cancellation_reason = event.reason
+            case AppointmentErased():
+                for name in PERSONAL_FIELDS:
+                    setattr(self, name, None)
+                self.erased_at = event.occurred_at
         self.version += 1
         self.updated_at = event.occurred_at
 
@@ -165,7 +181,12 @@ class Appointment:
     def occupies_slot(self) -> bool:
         return self.status is not Status.CANCELLED
 
+    def _check_not_erased(self) -> None:
+        if self.erased_at is not None:
+            raise Conflict(f"Appointment {self.id} was erased; it cannot be changed any more.")
+
     def _check(self, target: Status) -> None:
+        self._check_not_erased()
         if self.status not in ALLOWED_FROM[target]:
             raise IllegalTransition(self.status, target)
 

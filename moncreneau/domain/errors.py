@@ -35,3 +35,7 @@ class Conflict(DomainError):
 
 class PreconditionFailed(DomainError):
     """An If-Match precondition named a version that is no longer current."""
+
+
+class Gone(DomainError):
+    """The resource existed but what the request needs of it was deleted for good."""

@@ -17,7 +17,8 @@ class AppointmentCreated:
     department_id: int
     starts_at: datetime
     duration_minutes: int
-    name: str
+    # null once the appointment is erased
+    name: str | None
     email: str | None = None
     phone: str | None = None
     notes: str | None = None
@@ -51,12 +52,21 @@ class AppointmentCancelled:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class AppointmentErased:
+    """The personal data was erased; the events before it read null where it was."""
+
+    type: ClassVar[str] = "appointment.erased"
+    occurred_at: datetime
+
+
 AppointmentEvent = (
     AppointmentCreated
     | AppointmentUpdated
     | AppointmentValidated
     | AppointmentCompleted
     | AppointmentCancelled
+    | AppointmentErased
 )
 
 EVENT_CLASSES: dict[str, type[AppointmentEvent]] = {
@@ -67,6 +77,7 @@ EVENT_CLASSES: dict[str, type[AppointmentEvent]] = {
         AppointmentValidated,
         AppointmentCompleted,
         AppointmentCancelled,
+        AppointmentErased,
     )
 }
 APPOINTMENT_EVENT_TYPES = tuple(EVENT_CLASSES)

@@ -28,6 +28,10 @@ DESCRIPTIONS = {
     "appointment.completed": "A validated appointment took place.",
     "appointment.cancelled": "A pending or validated appointment was cancelled, "
     "with the reason given if any.",
+    "appointment.erased": "The appointment's personal data was erased (on request, or after "
+    "MONCRENEAU_ERASE_AFTER_DAYS): `name`, `email`, `phone`, `notes` and "
+    "`cancellationReason` now read null everywhere and `erasedAt` says when; forget what "
+    "you derived from them.",
     TEST_EVENT: "Sent on request to one endpoint only, to check that it receives "
     "and verifies deliveries; never sent otherwise.",
     DISABLED_EVENT: "A webhook of the organization was disabled after failing for "
@@ -207,6 +211,7 @@ def _example_event(event_type: str) -> EventRecord:
                 examples.CANCELLED_EVENT_ID,
                 examples.APPOINTMENT_CANCELLED,
             ),
+            "appointment.erased": (examples.ERASED_EVENT_ID, examples.APPOINTMENT_ERASED),
         }[event_type]
         created = str(obj["updatedAt"])
         if event_type == "appointment.updated":

@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from moncreneau.api import examples
-from moncreneau.api.web import organization_id, page_response, session
+from moncreneau.api.web import organization_id, page_response, runtime, session
 from moncreneau.events import catalog, service
 from moncreneau.events.schemas import Event, EventPage, EventQuery, EventTypePage
 
@@ -29,7 +29,12 @@ class Events(MethodView):
         one order, and a later page never misses one committed meanwhile.
         """
         page = service.list_page(
-            session(), organization_id(), args["limit"], args["cursor"], args.get("type")
+            session(),
+            organization_id(),
+            args["limit"],
+            args["cursor"],
+            args.get("type"),
+            vault=runtime().vault,
         )
         return page_response(page)
 
@@ -39,7 +44,7 @@ class EventById(MethodView):
     @blp.response(200, Event, example=examples.CREATED_EVENT)
     def get(self, event_id: str) -> Any:
         """Get an event"""
-        return service.get(session(), organization_id(), event_id)
+        return service.get(session(), organization_id(), event_id, vault=runtime().vault)
 
 
 @types_blp.route("")

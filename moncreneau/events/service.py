@@ -13,6 +13,7 @@ from moncreneau.models import EventRecord
 from moncreneau.outbox import store
 from moncreneau.outbox.payloads import envelope_v1
 from moncreneau.pagination import Page, keyset_page
+from moncreneau.personal import Vault, reveal
 
 
 def list_page(
@@ -21,6 +22,8 @@ def list_page(
     limit: int,
     cursor: str | None,
     event_type: str | None = None,
+    *,
+    vault: Vault,
 ) -> Page[dict[str, Any]]:
     """Oldest first, in the log's order: a later page misses nothing committed meanwhile.
 
@@ -38,13 +41,13 @@ def list_page(
         "events",
         limit,
         cursor,
-        lambda rows: [envelope_v1(r) for r in rows],
+        lambda rows: [envelope_v1(r) for r in reveal(session, vault, rows)],
         maximum=2**63 - 1,
         widen=store.legacy_position,
     )
 
 
-def get(session: Session, organization_id: int, event_id: str) -> dict[str, Any]:
+def get(session: Session, organization_id: int, event_id: str, *, vault: Vault) -> dict[str, Any]:
     record = is_public_id(event_id, "evt") and session.scalar(
         select(EventRecord).where(
             EventRecord.id == event_id, EventRecord.organization_id == organization_id
@@ -52,4 +55,4 @@ def get(session: Session, organization_id: int, event_id: str) -> dict[str, Any]
     )
     if not record:
         raise NotFound(f"No event with id {event_id!r}.")
-    return envelope_v1(record)
+    return envelope_v1(reveal(session, vault, [record])[0])

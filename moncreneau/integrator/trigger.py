@@ -15,8 +15,11 @@ from moncreneau.delivery.endpoints import represent, wants
 from moncreneau.departments import service as departments
 from moncreneau.domain.errors import Invalid
 from moncreneau.domain.events import DISABLED_EVENT, EVENT_TYPES, TEST_EVENT
+from moncreneau.erasures import service as erasures
 from moncreneau.models import Department, EventRecord, WebhookSubscription
 from moncreneau.outbox import store
+from moncreneau.personal import Vault
+from moncreneau.secretbox import resolve_key
 from moncreneau.webhooks import service as webhooks
 
 SAMPLE_DEPARTMENT = "Sample department (moncreneau trigger)"
@@ -27,6 +30,7 @@ STEPS: dict[str, tuple[str, ...]] = {
     "appointment.validated": ("validate",),
     "appointment.completed": ("validate", "complete"),
     "appointment.cancelled": ("cancel",),
+    "appointment.erased": ("erase",),
 }
 
 
@@ -43,7 +47,7 @@ def _sample_department(session: Session, organization_id: int) -> int:
     return created
 
 
-def _appointment_events(session: Session, organization_id: int, type_: str) -> None:
+def _appointment_events(session: Session, organization_id: int, type_: str, vault: Vault) -> None:
     department_id = _sample_department(session, organization_id)
     # A slot a month ahead, on the half hour: real, and out of the way of real bookings.
     start = (datetime.now(UTC) + timedelta(days=30)).replace(second=0, microsecond=0)
@@ -59,14 +63,19 @@ def _appointment_events(session: Session, organization_id: int, type_: str) -> N
             phone="+33 1 23 45 67 89",
             notes="A sample appointment sent by moncreneau trigger.",
         ),
+        vault=vault,
     )
     for step in STEPS[type_]:
         if step == "change":
             later = {"date_time": start + timedelta(minutes=30), "phone": "+33 1 98 76 54 32"}
-            appointments.change(session, organization_id, booked["id"], later)
+            appointments.change(session, organization_id, booked["id"], later, vault=vault)
+        elif step == "erase":
+            erasures.erase_now(session, vault, organization_id, [booked["id"]], utcnow())
         else:
             reason = "A sample cancellation." if step == "cancel" else None
-            appointments.transition(session, organization_id, booked["id"], step, None, reason)
+            appointments.transition(
+                session, organization_id, booked["id"], step, None, reason, vault=vault
+            )
 
 
 def trigger(
@@ -75,6 +84,7 @@ def trigger(
     type_: str,
     settings: Settings,
     webhook_id: int | None = None,
+    vault: Vault | None = None,
 ) -> list[EventRecord]:
     """Append the events that `type_` takes (a booking before its cancellation, say).
 
@@ -103,7 +113,9 @@ def trigger(
             if type_ == DISABLED_EVENT:
                 _sample_disabled(session, organization_id, target)
             else:
-                _appointment_events(session, organization_id, type_)
+                _appointment_events(
+                    session, organization_id, type_, vault or Vault(resolve_key(settings))
+                )
         finally:
             session.info.pop(store.DIRECTED_TO, None)
     return list(

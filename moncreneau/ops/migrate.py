@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -19,9 +20,12 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head", vault: Any = None) -> None:
+    """`vault` (a `moncreneau.personal.Vault`) seals the personal data of events written
+    before 0014; without it, MONCRENEAU_SECRET_KEY is read when there is any."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
+        config.attributes["vault"] = vault
         command.upgrade(config, revision)

@@ -14,16 +14,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from moncreneau.clock import iso_utc
-from moncreneau.models import EventRecord
+
+
+class Publishable(Protocol):
+    """An event as stored, or as opened by `moncreneau.personal.reveal`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def object(self) -> dict[str, Any]: ...
+    @property
+    def previous_attributes(self) -> dict[str, Any] | None: ...
+
 
 V1 = "1.0"
 V2 = "2.0"
 
 
-def _base(event: EventRecord, version: str, data: dict[str, Any]) -> dict[str, Any]:
+def _base(event: Publishable, version: str, data: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": event.id,
         "type": event.type,
@@ -33,7 +49,7 @@ def _base(event: EventRecord, version: str, data: dict[str, Any]) -> dict[str, A
     }
 
 
-def envelope_v1(event: EventRecord) -> dict[str, Any]:
+def envelope_v1(event: Publishable) -> dict[str, Any]:
     """`{"id", "type", "created", "version": "1.0", "data": {"object", "previousAttributes"?}}`."""
     data: dict[str, Any] = {"object": event.object}
     if event.previous_attributes is not None:
@@ -41,7 +57,7 @@ def envelope_v1(event: EventRecord) -> dict[str, Any]:
     return _base(event, V1, data)
 
 
-def envelope_v2(event: EventRecord) -> dict[str, Any]:
+def envelope_v2(event: Publishable) -> dict[str, Any]:
     data: dict[str, Any] = {"object": event.object}
     if event.previous_attributes is not None:
         data["changes"] = {
@@ -51,7 +67,7 @@ def envelope_v2(event: EventRecord) -> dict[str, Any]:
     return _base(event, V2, data)
 
 
-RENDERERS: dict[str, Callable[[EventRecord], dict[str, Any]]] = {V1: envelope_v1, V2: envelope_v2}
+RENDERERS: dict[str, Callable[[Publishable], dict[str, Any]]] = {V1: envelope_v1, V2: envelope_v2}
 VERSIONS = tuple(RENDERERS)
 LATEST = V2
 
@@ -75,7 +91,7 @@ def thin(envelope: dict[str, Any]) -> dict[str, Any]:
     return {**envelope, "data": slim}
 
 
-def render(event: EventRecord, version: str, style: str = FULL) -> str:
+def render(event: Publishable, version: str, style: str = FULL) -> str:
     """The exact body sent for this event in this version (compact JSON, UTF-8 text)."""
     envelope = RENDERERS[version](event)
     if style == THIN:

@@ -34,8 +34,10 @@ from moncreneau.models import (
     RelayState,
     WebhookSubscription,
 )
-from moncreneau.ops import housekeeping, metrics
+from moncreneau.ops import metrics
 from moncreneau.outbox import payloads, store
+from moncreneau.personal import Vault, reveal
+from moncreneau.secretbox import resolve_key
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,11 @@ RELAY = "relay"
 MAX_DELIVERIES_PER_BATCH = 10_000
 # The sweeper queues nothing while this many jobs wait (workers down or far behind).
 MAX_QUEUED_JOBS = 1000
+# Payload retention and automatic erasure look for work this often, a batch at a time.
+RETENTION_SECONDS = 60.0
+RETENTION_BATCH = 1000
+# Erasure batches one housekeeping round does at most before the relay gets a turn.
+ERASURE_BATCHES = 8
 
 
 # What fan-out reads of each live webhook, as plain rows: a thousand subscribers of one
@@ -85,6 +92,7 @@ def relay_once(
     sessions: sessionmaker[Session],
     settings: Settings,
     enqueue: Callable[[list[str]], None] | None = None,
+    vault: Vault | None = None,
 ) -> tuple[bool, list[str]]:
     """One batch of events: returns (whether more may be waiting, ids of deliveries created).
 
@@ -92,14 +100,17 @@ def relay_once(
     first one job's worth, so that workers start on it while the rest is written; the ids
     returned are then only those of the last chunk. The position moves once all are in.
     """
+    vault = vault or Vault(resolve_key(settings))
     with write_session(sessions) as db:
         # Before the row lock, which gives this transaction an id that holds events back.
         store.wait_until_readable(db)
         state = _locked_state(db)
-        events = store.read_after(db, store.LogPosition.of(state), settings.relay_batch)
-        if not events:
+        records = store.read_after(db, store.LogPosition.of(state), settings.relay_batch)
+        if not records:
             db.rollback()
             return False, []
+        # Their keys are held until commit: an erasure waits, then finds these deliveries.
+        events = reveal(db, vault, records, lock=True)
         subscribers: dict[int, list[Subscriber]] = defaultdict(list)
         organizations = sorted({e.organization_id for e in events})
         for row in db.connection().execute(_SUBSCRIBERS, {"orgs": organizations}):
@@ -220,11 +231,16 @@ def run(
     settings: Settings,
     queue: DeliveryQueue,
     stop: threading.Event,
+    housekeeping: Callable[[], None] | None = None,
 ) -> None:
-    """Relay and sweep until `stop` is set; survives a database or Redis outage."""
+    """Relay and sweep until `stop` is set; survives a database or Redis outage.
+
+    `housekeeping` runs at the sweep's cadence, apart from it: the process that starts the
+    relay brings it (ops/housekeeping.py), so that the log's machinery imports no API service.
+    """
     waker = Waker(sessions, settings.relay_poll_seconds)
     try:
-        _loop(sessions, settings, queue, stop, waker)
+        _loop(sessions, settings, queue, stop, waker, housekeeping)
     finally:
         waker.close()
 
@@ -235,15 +251,17 @@ def _loop(
     queue: DeliveryQueue,
     stop: threading.Event,
     waker: Waker,
+    housekeeping: Callable[[], None] | None,
 ) -> None:
-    last_sweep = last_housekeeping = 0.0
+    last_sweep = 0.0
     taking_over = True
+    vault = Vault(resolve_key(settings))
     pause = 0.5
     while not stop.is_set():
         more = False
         failed = False
         try:
-            more, ids = relay_once(sessions, settings, queue.enqueue)
+            more, ids = relay_once(sessions, settings, queue.enqueue, vault)
             queue.enqueue(ids)
         except Exception:
             log.exception("relaying events failed")
@@ -260,13 +278,12 @@ def _loop(
             except Exception:
                 log.exception("sweeping due deliveries failed")
                 failed = True
-        if time.monotonic() - last_housekeeping >= housekeeping.EVERY_SECONDS:
-            try:
-                housekeeping.run_once(sessions)
-                last_housekeeping = time.monotonic()
-            except Exception:
-                log.exception("housekeeping failed")
-                failed = True
+            if housekeeping is not None:
+                try:
+                    housekeeping()
+                except Exception:
+                    log.exception("housekeeping (erasures, retention, idempotency keys) failed")
+                    failed = True
         if failed:
             stop.wait(pause)
             pause = min(pause * 2, 10.0)

@@ -36,8 +36,11 @@ _HORIZON = True
 
 
 class Positioned(Protocol):
-    txid: int
-    position: int
+    @property
+    def txid(self) -> int: ...
+
+    @property
+    def position(self) -> int: ...
 
 
 @dataclass(frozen=True, order=True)

@@ -13,8 +13,8 @@ from moncreneau import clock
 from moncreneau.api.fields import is_public_id
 from moncreneau.clock import iso_utc, utcnow
 from moncreneau.delivery.endpoints import represent as represent_subscription
-from moncreneau.delivery.store import DEAD, FAILED, OPEN, PENDING
-from moncreneau.domain.errors import Conflict, NotFound
+from moncreneau.delivery.store import DEAD, ERASED, FAILED, OPEN, PENDING
+from moncreneau.domain.errors import Conflict, Gone, NotFound
 from moncreneau.models import OPEN_DELIVERY, Delivery, DeliveryAttempt, WebhookSubscription
 from moncreneau.pagination import Page, keyset_page
 from moncreneau.webhooks.service import find as find_subscription
@@ -77,7 +77,8 @@ def get(
     return {
         **represent(delivery),
         "attempts": [represent_attempt(a) for a in attempts],
-        "payload": json.loads(delivery.body),
+        # null once purged (payload retention)
+        "payload": json.loads(delivery.body) if delivery.body is not None else None,
     }
 
 
@@ -207,6 +208,11 @@ def retry(
 ) -> dict[str, Any]:
     """Send it again now; a dead or succeeded delivery gets one more attempt."""
     delivery = _find(session, organization_id, webhook_id, delivery_id, sending=True)
+    if delivery.status == ERASED or delivery.purged_at is not None:
+        raise Gone(
+            f"Delivery {delivery_id} cannot be sent again: its payload was "
+            + ("erased with its appointment." if delivery.status == ERASED else "purged.")
+        )
     now = utcnow()
     if delivery.locked_until is not None and delivery.locked_until > now:
         raise Conflict(f"Delivery {delivery_id} is being sent right now; retry once it settles.")
@@ -242,6 +248,8 @@ def replay(
             .where(
                 Delivery.subscription_id == webhook_id,
                 Delivery.status.in_(statuses),
+                # erased or purged payloads are gone for good
+                Delivery.purged_at.is_(None),
                 Delivery.created_at >= since,
                 Delivery.created_at < until,
                 # a failed delivery already due (one replayed a moment ago, say) needs none

@@ -10,7 +10,7 @@ from moncreneau.api import examples
 from moncreneau.api.fields import AwareDateTime, Pattern, StrictBoolean, Text
 from moncreneau.api.web import page_args, page_schema
 from moncreneau.delivery import urls
-from moncreneau.delivery.store import DEAD, FAILED, PENDING, SUCCEEDED
+from moncreneau.delivery.store import DEAD, ERASED, FAILED, PENDING, SUCCEEDED
 from moncreneau.domain.events import EVENT_TYPES, SUBSCRIBABLE
 from moncreneau.outbox import payloads
 
@@ -171,7 +171,7 @@ class TestSent(ma.Schema):
     webhookId = ma.fields.Integer(required=True)
 
 
-STATUSES = (PENDING, SUCCEEDED, FAILED, DEAD)
+STATUSES = (PENDING, SUCCEEDED, FAILED, DEAD, ERASED)
 
 
 class Delivery(ma.Schema):
@@ -202,7 +202,14 @@ class Attempt(ma.Schema):
 
 class DeliveryDetail(Delivery):
     attempts = ma.fields.List(ma.fields.Nested(Attempt), required=True)
-    payload = ma.fields.Dict(required=True, metadata={"description": "The body sent, parsed."})
+    payload = ma.fields.Dict(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The body sent, parsed; without personal data once its appointment "
+            "is erased, and null once purged (MONCRENEAU_PAYLOAD_RETENTION_DAYS)."
+        },
+    )
 
 
 class DeliveryQuery(page_args("deliveries")):  # type: ignore[misc]

@@ -218,7 +218,10 @@ def test_a_department_read_in_a_transaction_that_rolled_back_is_not_remembered(
     with app.extensions["moncreneau"].sessions() as db:
         gone = departments.create(db, org["id"], departments.NewDepartment("Temp", "UTC", 30, 1))
         appointments.book(
-            db, org["id"], appointments.NewAppointment(gone["id"], datetime(2026, 2, 1, 10), "A")
+            db,
+            org["id"],
+            appointments.NewAppointment(gone["id"], datetime(2026, 2, 1, 10), "A"),
+            vault=app.extensions["moncreneau"].vault,
         )
         db.rollback()
     theirs = other_api.post(

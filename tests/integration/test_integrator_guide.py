@@ -34,9 +34,11 @@ from moncreneau.delivery import recorder as recorder_module
 from moncreneau.delivery import store as deliveries
 from moncreneau.domain.events import EVENT_TYPES as TYPES
 from moncreneau.models import Delivery, EventRecord
+from moncreneau.ops.housekeeping import keep_house
 from moncreneau.ops.migrate import upgrade
 from moncreneau.outbox import payloads
 from moncreneau.outbox.relay import relay_once
+from moncreneau.personal import Revealed, reveal
 from moncreneau.webhooks import deliveries as delivery_log
 from tests import services
 from tests.conftest import Api
@@ -611,11 +613,29 @@ def generate_examples(directory: Path) -> dict[Key, dict[str, Any]]:
         _ok(api.post(f"/appointments/{second['id']}/cancel", cancel), 200)
         _ok(api.post(f"/webhooks/{hook['id']}/test"), 202)
         _answer_410(sessions, settings, old["id"])
+        vault = app.extensions["moncreneau"].vault
+        third = _ok(
+            api.post(
+                "/appointments",
+                {
+                    "departmentId": department["id"],
+                    "dateTime": "2026-11-02T09:00:00",
+                    "name": "Jeanne Petit",
+                    "email": "jeanne.petit@example.org",
+                },
+            ),
+            201,
+        )
+        _ok(api.post(f"/appointments/{third['id']}/validate"), 200)
+        _ok(api.post(f"/appointments/{third['id']}/complete"), 200)
+        _ok(api.post("/erasures", {"email": "jeanne.petit@example.org"}), 202)
+        keep_house(sessions, settings, vault, clock.now())
         with sessions() as db:
-            events = list(db.scalars(select(EventRecord).order_by(EventRecord.position)))
+            records = list(db.scalars(select(EventRecord).order_by(EventRecord.position)))
+            events = reveal(db, vault, records)
     finally:
         app.extensions["moncreneau"].sessions.kw["bind"].dispose()
-    first_of_type: dict[str, EventRecord] = {}
+    first_of_type: dict[str, Revealed] = {}
     for event in events:
         first_of_type.setdefault(event.type, event)
     assert first_of_type.keys() == set(TYPES)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from moncreneau.appointments import service
 from moncreneau.cli import cli
+from moncreneau.config import Settings
 from moncreneau.models import AppointmentRow, EventRecord
 from tests.conftest import Api
 
@@ -60,6 +61,7 @@ def test_rebuilding_projections_from_events_reproduces_the_live_rows(
     department: dict[str, Any],
     engine: Engine,
     database_url: str,
+    settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _busy_history(api, department)
@@ -68,6 +70,8 @@ def test_rebuilding_projections_from_events_reproduces_the_live_rows(
     with engine.begin() as conn:
         conn.execute(text("UPDATE appointments SET name = 'corrupted', version = 99"))
     monkeypatch.setenv("DATABASE_URL", database_url)
+    # the key that opens the events' personal values
+    monkeypatch.setenv("MONCRENEAU_SECRET_KEY", settings.secret_key)
 
     result = CliRunner().invoke(cli, ["projections", "rebuild"])
 
@@ -88,12 +92,14 @@ def test_every_response_equals_the_fold_of_its_events(api: Api, department: dict
 
 def _lengthen(app: Flask, appointment_id: int, changes: int) -> None:
     """`changes` more events in the appointment's history, as PATCH would append them."""
-    sessions = app.extensions["moncreneau"].sessions
-    with sessions() as db:
+    runtime = app.extensions["moncreneau"]
+    with runtime.sessions() as db:
         row = db.get(AppointmentRow, appointment_id)
         assert row is not None
         for n in range(changes):
-            service.change(db, row.organization_id, appointment_id, {"notes": f"note {n}"})
+            service.change(
+                db, row.organization_id, appointment_id, {"notes": f"note {n}"}, vault=runtime.vault
+            )
         db.commit()
 
 

@@ -66,3 +66,32 @@ def test_a_new_key_is_added_first_the_data_resealed_then_the_old_key_dropped(
 def test_a_key_list_without_any_key_is_refused() -> None:
     with pytest.raises(ConfigError, match="must not be empty"):
         SecretBox(" , ")
+
+
+def test_appointment_data_keys_and_blind_indexes_follow_a_key_change(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = create_app(make_settings(database_url, secret_key="old-key"))
+    api = Api(old.test_client(), new_organization(old)["apiKey"])
+    department = api.post("/departments", {"name": "R", "timezone": "UTC"}).json
+    booked = api.post(
+        "/appointments",
+        {
+            "departmentId": department["id"],
+            "dateTime": "2026-03-02T10:00:00",
+            "name": "Ana",
+            "email": "ana@example.org",
+        },
+    ).json
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("MONCRENEAU_SECRET_KEY", "new-key,old-key")
+
+    result = CliRunner().invoke(cli, ["secrets", "reseal"])
+
+    assert result.exit_code == 0, result.output
+    new = create_app(make_settings(database_url, secret_key="new-key"))
+    api = Api(new.test_client(), api.key)
+    history = api.get(f"/appointments/{booked['id']}/events").json["data"]
+    assert history[0]["data"]["object"]["email"] == "ana@example.org"
+    erasure = api.post("/erasures", {"email": "ANA@example.org"}).json
+    assert erasure["appointmentIds"] == [booked["id"]]
