@@ -96,4 +96,4 @@ def test_a_worker_counts_outcomes_and_logs_each_failure_with_its_delivery_and_ev
     assert record["delivery_id"].startswith("msg_")
     assert record["delivery_id"] != delivered.header("X-Moncreneau-Delivery")
     assert record["webhook_id"] != ok["id"] and record["attempt"] == 1
-    assert record["level"] == "INFO" and record["logger"] == "moncreneau.delivery.dispatcher"
+    assert record["level"] == "INFO" and record["logger"] == "moncreneau.delivery.attempts"
