@@ -116,6 +116,8 @@ class Settings:
     # requests in flight per worker process, and per endpoint within it
     worker_concurrency: int = 256
     endpoint_concurrency: int = 50
+    # webhooks an organization may have (deleted ones aside)
+    max_webhooks_per_organization: int = 100
     # events claimed per relay transaction; deliveries per queued job
     relay_batch: int = 500
     job_batch: int = 100
@@ -172,6 +174,11 @@ class Settings:
             ),
             endpoint_concurrency=_int(
                 "MONCRENEAU_ENDPOINT_CONCURRENCY", get("MONCRENEAU_ENDPOINT_CONCURRENCY", "50"), 1
+            ),
+            max_webhooks_per_organization=_int(
+                "MONCRENEAU_MAX_WEBHOOKS_PER_ORGANIZATION",
+                get("MONCRENEAU_MAX_WEBHOOKS_PER_ORGANIZATION", "100"),
+                1,
             ),
             relay_batch=_int("MONCRENEAU_RELAY_BATCH", get("MONCRENEAU_RELAY_BATCH", "500"), 1),
             job_batch=_int("MONCRENEAU_JOB_BATCH", get("MONCRENEAU_JOB_BATCH", "100"), 1),

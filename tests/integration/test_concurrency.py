@@ -24,8 +24,10 @@ from moncreneau.auth import keys
 from moncreneau.db import make_engine, make_session_factory
 from moncreneau.departments import service as departments
 from moncreneau.domain.errors import Conflict
-from moncreneau.models import AppointmentRow, EventRecord, IdempotencyRecord
+from moncreneau.models import AppointmentRow, EventRecord, IdempotencyRecord, WebhookSubscription
 from moncreneau.outbox import store
+from moncreneau.secretbox import SecretBox, resolve_key
+from moncreneau.webhooks import service as webhooks
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.postgres
@@ -326,6 +328,30 @@ def test_a_polling_reader_sees_every_event_once_in_order_while_writers_append(
         every = list(conn.scalars(select(EventRecord.position).order_by(EventRecord.position)))
     assert len(every) == writers * bookings_each * 2
     assert seen == every
+
+
+def test_parallel_webhook_creations_stop_at_the_organizations_limit(engine: Engine) -> None:
+    sessions = make_session_factory(engine)
+    with sessions() as setup:
+        organization_id = keys.create_organization(setup, "Clinique Exemple")["id"]
+        setup.commit()
+    settings = make_settings(engine.url.render_as_string(False), max_webhooks_per_organization=5)
+    box = SecretBox(resolve_key(settings))
+    new = webhooks.NewSubscription(url="http://127.0.0.1:9/hook", events=["*"])
+
+    def create() -> str:
+        with sessions() as db:
+            try:
+                webhooks.create(db, organization_id, new, box, settings)
+                db.commit()
+                return "created"
+            except Conflict:
+                return "refused"
+
+    outcomes = in_parallel([create for _ in range(20)])
+
+    assert sorted(outcomes) == ["created"] * 5 + ["refused"] * 15
+    assert count(engine, table=WebhookSubscription) == 5
 
 
 def test_a_second_append_waits_for_the_first_transaction_to_commit(
