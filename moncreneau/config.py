@@ -116,6 +116,9 @@ class Settings:
     # requests in flight per worker process, and per endpoint within it
     worker_concurrency: int = 256
     endpoint_concurrency: int = 50
+    # ... per destination host and per organization; 0: half of worker_concurrency
+    host_concurrency: int = 0
+    organization_concurrency: int = 0
     # webhooks an organization may have (deleted ones aside)
     max_webhooks_per_organization: int = 100
     # events claimed per relay transaction; deliveries per queued job
@@ -174,6 +177,13 @@ class Settings:
             ),
             endpoint_concurrency=_int(
                 "MONCRENEAU_ENDPOINT_CONCURRENCY", get("MONCRENEAU_ENDPOINT_CONCURRENCY", "50"), 1
+            ),
+            host_concurrency=_int(
+                "MONCRENEAU_HOST_CONCURRENCY", get("MONCRENEAU_HOST_CONCURRENCY", "0")
+            ),
+            organization_concurrency=_int(
+                "MONCRENEAU_ORGANIZATION_CONCURRENCY",
+                get("MONCRENEAU_ORGANIZATION_CONCURRENCY", "0"),
             ),
             max_webhooks_per_organization=_int(
                 "MONCRENEAU_MAX_WEBHOOKS_PER_ORGANIZATION",
