@@ -114,9 +114,11 @@ class Dispatcher:
         self.recorder = Recorder(sessions, settings)
         self._on_release = self.recorder.hand_back if on_release is None else on_release
         self._ceiling = settings.endpoint_concurrency
-        half = max(1, settings.worker_concurrency // 2)
-        self._host_limit = settings.host_concurrency or half
-        self._organization_limit = settings.organization_concurrency or half
+        # By default an organization alone never fills a host's share: its hanging
+        # endpoints leave room for the other tenants of the host, and the host for others.
+        slots = settings.worker_concurrency
+        self._host_limit = settings.host_concurrency or max(1, slots * 3 // 4)
+        self._organization_limit = settings.organization_concurrency or max(1, slots // 2)
         self._hosts: dict[str, _Share] = {}
         self._organizations: dict[int, _Share] = {}
         # what a request needs left on its lease to finish and be recorded in time
@@ -306,7 +308,10 @@ class Dispatcher:
                 # It takes over the place in flight, and its host's and organization's.
                 following = endpoint.backlog.popleft()
                 self._take_shares(following)
-            self._give_shares(item, answered=response is not None)
+            # a timeout is no answer: a host that hangs stays silent
+            self._give_shares(
+                item, answered=response is not None and response.status_code is not None
+            )
             if following is None:
                 endpoint.in_flight -= 1
                 if not endpoint.in_flight:

@@ -272,7 +272,9 @@ def test_a_host_that_hangs_holds_its_share_while_another_hosts_delivery_goes_out
     tmp_path: Path, sqlite_template: Path, monotonic: Monotonic
 ) -> None:
     hanging, fast = start_receiver(), start_receiver(host="127.0.0.2")
-    dispatcher, released = _fair_dispatcher(tmp_path, sqlite_template, monotonic)
+    dispatcher, released = _fair_dispatcher(
+        tmp_path, sqlite_template, monotonic, host_concurrency=SHARE
+    )
     try:
         url = hanging.on("hang", hang(TIMEOUT + 1))
         # as many webhooks (of as many organizations) to it as the process has slots
@@ -295,9 +297,8 @@ def test_a_host_that_hangs_holds_its_share_while_another_hosts_delivery_goes_out
 def test_an_organization_with_many_hanging_webhooks_leaves_room_for_another_on_the_same_host(
     receiver: Receiver, tmp_path: Path, sqlite_template: Path, monotonic: Monotonic
 ) -> None:
-    dispatcher, released = _fair_dispatcher(
-        tmp_path, sqlite_template, monotonic, host_concurrency=SLOTS
-    )
+    # the default shares: an organization alone cannot fill its host's
+    dispatcher, released = _fair_dispatcher(tmp_path, sqlite_template, monotonic)
     url = receiver.on("hang", hang(TIMEOUT + 1))
     dispatcher.submit([_claimed(n, url, 60, subscription_id=n) for n in range(SLOTS)])
     assert released == [([f"msg_{n}" for n in range(SHARE, SLOTS)], RELEASE_DELAY)]
