@@ -116,7 +116,8 @@ class Settings:
     # requests in flight per worker process, and per endpoint within it
     worker_concurrency: int = 256
     endpoint_concurrency: int = 50
-    # ... per destination host (0: 3/4 of worker_concurrency) and per organization (0: half)
+    # ... per destination host (0: 3/4 of worker_concurrency) and per organization (0: half),
+    # never less by default than endpoint_concurrency
     host_concurrency: int = 0
     organization_concurrency: int = 0
     # webhooks an organization may have (deleted ones aside)

@@ -116,9 +116,11 @@ class Dispatcher:
         self._ceiling = settings.endpoint_concurrency
         # By default an organization alone never fills a host's share: its hanging
         # endpoints leave room for the other tenants of the host, and the host for others.
+        # Neither is smaller than what one endpoint may hold, whose cap would mean nothing.
         slots = settings.worker_concurrency
-        self._host_limit = settings.host_concurrency or max(1, slots * 3 // 4)
-        self._organization_limit = settings.organization_concurrency or max(1, slots // 2)
+        floor = min(slots, settings.endpoint_concurrency)
+        self._host_limit = settings.host_concurrency or max(floor, slots * 3 // 4)
+        self._organization_limit = settings.organization_concurrency or max(floor, slots // 2)
         self._hosts: dict[str, _Share] = {}
         self._organizations: dict[int, _Share] = {}
         # what a request needs left on its lease to finish and be recorded in time

@@ -260,6 +260,7 @@ def _fair_dispatcher(
     settings = make_settings(
         f"sqlite:///{tmp_path / 'db.sqlite'}",
         worker_concurrency=SLOTS,
+        endpoint_concurrency=CAP,
         delivery_timeout=TIMEOUT,
         **overrides,
     )
