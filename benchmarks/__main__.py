@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import api, commits, delivery, latency, relay
+from benchmarks import api, commits, delivery, fairness, latency, relay
 from benchmarks.results import Run, chart, markdown
 
 HERE = Path(__file__).resolve().parent
@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[Run], None]] = {
     "P6": relay.p6,
     "P7": delivery.p7,
     "M1": delivery.m1,
+    "F1": fairness.f1,
     "E1": latency.e1,
     "P9": commits.p9,
 }

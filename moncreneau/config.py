@@ -232,6 +232,14 @@ class Settings:
     # requests in flight per worker process, and per endpoint within it
     worker_concurrency: int = _setting(256, "MONCRENEAU_WORKER_CONCURRENCY", _whole(1))
     endpoint_concurrency: int = _setting(50, "MONCRENEAU_ENDPOINT_CONCURRENCY", _whole(1))
+    # ... per destination host (0: 3/4 of worker_concurrency) and per organization (0: half),
+    # never less by default than endpoint_concurrency
+    host_concurrency: int = _setting(0, "MONCRENEAU_HOST_CONCURRENCY", _whole(0))
+    organization_concurrency: int = _setting(0, "MONCRENEAU_ORGANIZATION_CONCURRENCY", _whole(0))
+    # webhooks an organization may have (deleted ones aside)
+    max_webhooks_per_organization: int = _setting(
+        100, "MONCRENEAU_MAX_WEBHOOKS_PER_ORGANIZATION", _whole(1)
+    )
     # events claimed per relay transaction; deliveries per queued job
     relay_batch: int = _setting(500, "MONCRENEAU_RELAY_BATCH", _whole(1))
     job_batch: int = _setting(100, "MONCRENEAU_JOB_BATCH", _whole(1))

@@ -126,7 +126,8 @@ class Receiver:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -155,8 +156,8 @@ class Receiver:
         raise AssertionError(f"receiver condition not met within {timeout}s; received {got}")
 
 
-def start_receiver(port: int = 0) -> Receiver:
-    """Listen on `port` (0: any free one)."""
+def start_receiver(port: int = 0, host: str = "127.0.0.1") -> Receiver:
+    """Listen on `port` (0: any free one) of `host` (any of 127.0.0.0/8 is loopback)."""
     holder: list[Receiver] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -177,7 +178,7 @@ def start_receiver(port: int = 0) -> Receiver:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     receiver = Receiver(server)
     holder.append(receiver)

@@ -313,6 +313,11 @@ RETRIED_DELIVERY_DETAIL = {
         },
     },
 }
+WEBHOOK_LIMIT = _error(
+    409,
+    "This organization has 100 webhooks, the most it may have (100); "
+    "delete one before adding another.",
+)
 DELIVERY_BUSY = _error(
     409, f"Delivery {UPDATED_DELIVERY_ID} is being sent right now; retry once it settles."
 )

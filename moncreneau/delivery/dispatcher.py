@@ -1,8 +1,10 @@
-"""Many deliveries in flight per process, and a cap per endpoint that it learns.
+"""Many deliveries in flight per process, a cap per endpoint that it learns, and fair shares.
 
 A job hands claimed deliveries to `Dispatcher.submit`, which returns as soon as they are
 running or waiting behind their endpoint: a slow endpoint fills only its own cap, and
-what does not fit behind it goes back to the database to be tried again shortly.
+what does not fit behind it goes back to the database to be tried again shortly. A
+destination host and an organization each hold at most their share of the process, so a
+host that hangs or a tenant with many webhooks leaves room for everyone else.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,12 +43,10 @@ _START, _QUEUED = "start", "queued"
 
 
 @dataclass
-class _Endpoint:
-    """One webhook's share of the process: how many may be in flight, and who waits."""
+class _Share:
+    """Requests in flight to one destination host, or for one organization."""
 
-    limit: int
     in_flight: int = 0
-    backlog: deque[Claimed] = field(default_factory=deque)
     # when it was first handed a delivery (monotonic)
     since: float = 0.0
     # when a request to it last finished, None while it has not answered yet (monotonic)
@@ -55,6 +57,14 @@ class _Endpoint:
         """When (monotonic) it counts as silent if no answer comes before."""
         last = self.since if self.answered_at is None else self.answered_at
         return last + RELEASE_DELAY.total_seconds()
+
+
+@dataclass
+class _Endpoint(_Share):
+    """One webhook's share of the process: how many may be in flight, and who waits."""
+
+    limit: int = 0
+    backlog: deque[Claimed] = field(default_factory=deque)
 
     def stalled(self, ceiling: int, now: float) -> bool:
         """Timing out lately, or holding its slots without a single answer for a while."""
@@ -104,6 +114,15 @@ class Dispatcher:
         self.recorder = Recorder(sessions, settings)
         self._on_release = self.recorder.hand_back if on_release is None else on_release
         self._ceiling = settings.endpoint_concurrency
+        # By default an organization alone never fills a host's share: its hanging
+        # endpoints leave room for the other tenants of the host, and the host for others.
+        # Neither is smaller than what one endpoint may hold, whose cap would mean nothing.
+        slots = settings.worker_concurrency
+        floor = min(slots, settings.endpoint_concurrency)
+        self._host_limit = settings.host_concurrency or max(floor, slots * 3 // 4)
+        self._organization_limit = settings.organization_concurrency or max(floor, slots // 2)
+        self._hosts: dict[str, _Share] = {}
+        self._organizations: dict[int, _Share] = {}
         # what a request needs left on its lease to finish and be recorded in time
         self._needed = timedelta(seconds=settings.delivery_timeout + 2)
         self._stalled_delay = timedelta(seconds=settings.delivery_timeout)
@@ -153,30 +172,73 @@ class Dispatcher:
                 limit = self._limits.get(key, self._ceiling)
                 now = self._monotonic()
                 endpoint = self._endpoints[key] = _Endpoint(
-                    limit, since=now, answered_at=now if known else None
+                    limit=limit, since=now, answered_at=now if known else None
                 )
+            full: _Share = endpoint
             if endpoint.in_flight < endpoint.limit:
-                endpoint.in_flight += 1
-                return _START
-            # A struggling endpoint keeps one round waiting at most, so a queued delivery
-            # never outlives its lease (two timeouts); a healthy one, a few rounds (one
-            # that waits too long is still given back unsent).
-            rounds = HEALTHY_ROUNDS if endpoint.limit >= self._ceiling else 1
-            if len(endpoint.backlog) < endpoint.limit * rounds:
-                endpoint.backlog.append(item)
-                return _QUEUED
-            if endpoint.stalled(self._ceiling, self._monotonic()):
-                return self._stalled_delay
-            # An endpoint that answers frees a place in its line soon: wait for it rather
-            # than send the rest of the job back to the database; one that stays quiet
-            # that long is stalled, and what does not fit behind it goes back. One that
+                share = self._full_share(item)
+                if share is None:
+                    endpoint.in_flight += 1
+                    self._take_shares(item)
+                    return _START
+                # Its host or organization holds its whole share: waiting for that, the
+                # endpoint holds nothing yet.
+                if not endpoint.in_flight and not endpoint.backlog:
+                    del self._endpoints[key]
+                if self._monotonic() > share.silent_from:
+                    return self._stalled_delay
+                full = share
+            else:
+                # A struggling endpoint keeps one round waiting at most, so a queued
+                # delivery never outlives its lease (two timeouts); a healthy one, a few
+                # rounds (one that waits too long is still given back unsent).
+                rounds = HEALTHY_ROUNDS if endpoint.limit >= self._ceiling else 1
+                if len(endpoint.backlog) < endpoint.limit * rounds:
+                    endpoint.backlog.append(item)
+                    return _QUEUED
+                if endpoint.stalled(self._ceiling, self._monotonic()):
+                    return self._stalled_delay
+            # An endpoint (or host, or organization) that answers frees a place soon: wait
+            # for it rather than send the rest of the job back to the database; one that
+            # stays quiet that long is stalled, and what does not fit goes back. One that
             # has not answered yet may never: waiting on it would hold up the whole job.
-            remaining = min(deadline, endpoint.silent_from) - self._monotonic()
-            if remaining <= 0 or endpoint.answered_at is None:
+            remaining = min(deadline, full.silent_from) - self._monotonic()
+            if remaining <= 0 or full.answered_at is None:
                 return RELEASE_DELAY
             # What this job started already must run, or nothing makes room.
             self._start_soon(starting)
             self._room.wait(remaining)
+
+    def _shares(self, item: Claimed) -> tuple[tuple[dict[Any, _Share], Any, int], ...]:
+        """Each share `item` counts against: (shares of its kind, its key, the limit)."""
+        return (
+            (self._hosts, urlsplit(item.url).hostname or "", self._host_limit),
+            (self._organizations, item.organization_id, self._organization_limit),
+        )
+
+    def _full_share(self, item: Claimed) -> _Share | None:
+        """The share of its host or organization that `item` finds full, if any."""
+        for shares, key, limit in self._shares(item):
+            share = shares.get(key)
+            if share is not None and share.in_flight >= limit:
+                return share
+        return None
+
+    def _take_shares(self, item: Claimed) -> None:
+        for shares, key, _ in self._shares(item):
+            share = shares.get(key)
+            if share is None:
+                share = shares[key] = _Share(since=self._monotonic())
+            share.in_flight += 1
+
+    def _give_shares(self, item: Claimed, answered: bool) -> None:
+        for shares, key, _ in self._shares(item):
+            share = shares[key]
+            share.in_flight -= 1
+            if answered:
+                share.answered_at = self._monotonic()
+            if not share.in_flight:
+                del shares[key]
 
     def _paused(self, key: int) -> bool:
         until = self._paused_until.get(key)
@@ -245,8 +307,14 @@ class Dispatcher:
                 self._limits[key] = endpoint.limit
             following = None
             if take_next and endpoint.backlog and endpoint.in_flight <= endpoint.limit:
+                # It takes over the place in flight, and its host's and organization's.
                 following = endpoint.backlog.popleft()
-            else:
+                self._take_shares(following)
+            # a timeout is no answer: a host that hangs stays silent
+            self._give_shares(
+                item, answered=response is not None and response.status_code is not None
+            )
+            if following is None:
                 endpoint.in_flight -= 1
                 if not endpoint.in_flight:
                     del self._endpoints[key]

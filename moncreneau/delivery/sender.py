@@ -9,6 +9,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -32,6 +33,15 @@ CONNECT_SECONDS = 5.0
 IDLE_SECONDS = 30.0
 # The idle connections' reaper runs at most this often.
 REAP_EVERY = 1.0
+# Host lookups run on threads of their own, at most this many at once, and at most
+# LOOKUPS_PER_HOST for one host: a resolver that hangs for one host leaves the others room.
+RESOLVER_THREADS = 16
+LOOKUPS_PER_HOST = 2
+# A lookup that has not answered by then is given up on (its thread may still be stuck).
+RESOLVE_SECONDS = CONNECT_SECONDS
+
+# A blocking lookup: (host, port) -> the address to connect to.
+Lookup = Callable[[str, int], str]
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,69 @@ def target_of(url: str) -> Target:
 
 class ConnectFailed(Exception):
     """The connection could not be opened; `str()` is the attempt's error."""
+
+
+class Resolver:
+    """Blocking host lookups, run so that one host's cannot starve another's.
+
+    They get a pool of `threads` of their own, not the event loop's default executor. The
+    lookups of one host run one at a time, shared by every request that wants the host
+    meanwhile; one running for `timeout` is given up on and another may start, up to
+    `per_host`: lookups that hang occupy that many threads at most, and past that the
+    host's requests fail at once. Used from the event loop thread only.
+    """
+
+    def __init__(
+        self,
+        lookup: Lookup,
+        threads: int = RESOLVER_THREADS,
+        per_host: int = LOOKUPS_PER_HOST,
+        timeout: float = RESOLVE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`clock`: monotonic seconds, for how long a lookup has been running."""
+        self._lookup = lookup
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="resolver")
+        self._per_host = per_host
+        self._timeout = timeout
+        self._clock = clock
+        # per host, the latest lookup and when it started; and how many are running
+        self._latest: dict[str, tuple[asyncio.Future[str], float]] = {}
+        self._running: dict[str, int] = {}
+
+    async def resolve(self, host: str, port: int) -> str:
+        latest = self._latest.get(host)
+        if latest is None or latest[1] + self._timeout <= self._clock():
+            latest = self._start(host, port)
+        try:
+            # shielded: a request that gives up does not cancel the lookup others wait for
+            async with asyncio.timeout(self._timeout):
+                return await asyncio.shield(latest[0])
+        except TimeoutError:
+            raise ConnectFailed("DNS lookup timed out") from None
+
+    def _start(self, host: str, port: int) -> tuple[asyncio.Future[str], float]:
+        running = self._running.get(host, 0)
+        if running >= self._per_host:
+            raise ConnectFailed("DNS lookup timed out")
+        self._running[host] = running + 1
+        future = asyncio.get_running_loop().run_in_executor(self._pool, self._lookup, host, port)
+        started = self._latest[host] = (future, self._clock())
+
+        def finished(done: asyncio.Future[str]) -> None:
+            self._running[host] -= 1
+            if not self._running[host]:
+                del self._running[host]
+            if self._latest.get(host) is started:
+                del self._latest[host]
+            if not done.cancelled():
+                done.exception()  # retrieved: a lookup nobody waits for any more is no error
+
+        future.add_done_callback(finished)
+        return started
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Answer:
@@ -261,20 +334,26 @@ class Client:
         max_idle: int | None = None,
         idle_seconds: float = IDLE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        lookup: Lookup | None = None,
     ) -> None:
-        """`clock`: monotonic seconds, for how long a connection has been idle."""
+        """`clock`: monotonic seconds, for how long a connection has been idle.
+
+        `lookup`: how a host is resolved; by default, with private URLs refused, to its
+        vetted public address (with them allowed, the connection resolves it).
+        """
         self._keep = connections_per_host
         self._max_idle = connections_per_host if max_idle is None else max_idle
         self._idle_seconds = idle_seconds
         self._clock = clock
-        self._allow_private = allow_private
-        self._allowed = allowed_networks
         # per host, the most recently used last: the one to reuse
         self._idle: dict[_Key, deque[_Connection]] = {}
         # every idle connection and its host, the oldest first: the one to close
         self._idle_order: dict[_Connection, _Key] = {}
         self._reaper: asyncio.TimerHandle | None = None
         self._tls: ssl.SSLContext | None = None
+        if lookup is None and not allow_private:
+            lookup = functools.partial(public_address, allowed=allowed_networks)
+        self._resolver = None if lookup is None else Resolver(lookup)
 
     @property
     def idle(self) -> int:
@@ -401,10 +480,8 @@ class Client:
         try:
             async with asyncio.timeout(timeout):
                 address = target.host
-                if not self._allow_private:
-                    address = await loop.run_in_executor(
-                        None, public_address, target.host, target.port, self._allowed
-                    )
+                if self._resolver is not None:
+                    address = await self._resolver.resolve(target.host, target.port)
                 tls = self._tls_context() if target.https else None
                 return await open_connection(
                     loop, address, target.port, tls, target.host if target.https else None
@@ -426,6 +503,8 @@ class Client:
         return self._tls
 
     def close(self) -> None:
+        if self._resolver is not None:
+            self._resolver.close()
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None

@@ -157,6 +157,7 @@ class Claimed:
     locked_until: datetime
     url: str = ""
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    organization_id: int = 0
 
 
 def _claim_statement() -> Any:
@@ -203,6 +204,7 @@ def _claim_statement() -> Any:
             Delivery.attempts,
             Delivery.attempt_budget,
             Delivery.locked_until,
+            Delivery.organization_id,
         )
     )
 
@@ -229,6 +231,7 @@ def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta)
             attempt=r.attempts,
             attempt_budget=r.attempt_budget,
             locked_until=until,
+            organization_id=r.organization_id,
         )
         for r in rows
         if r.locked_until == until

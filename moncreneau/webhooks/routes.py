@@ -54,11 +54,18 @@ class Webhooks(MethodView):
     @blp.doc(**IDEMPOTENCY_DOC)
     @blp.arguments(WebhookCreate(), example=examples.WEBHOOK_CREATE)
     @blp.response(201, WebhookWithSecret, example=examples.WEBHOOK_CREATED)
+    @blp.alt_response(
+        409,
+        description="The organization has as many webhooks as it may have, or a request "
+        "with this `Idempotency-Key` is still being processed.",
+        example=examples.WEBHOOK_LIMIT,
+    )
     def post(self, body: dict[str, Any]) -> Any:
         """Subscribe an endpoint
 
         The answer carries the signing `secret`, shown this once. URLs must be `https` to a
-        public address unless the operator allows private ones.
+        public address unless the operator allows private ones. An organization has at most
+        `MONCRENEAU_MAX_WEBHOOKS_PER_ORGANIZATION` (100) webhooks, deleted ones aside.
         """
         rt = runtime()
         new = service.NewSubscription(**body)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from moncreneau import clock
@@ -18,7 +18,7 @@ from moncreneau.delivery.endpoints import end_pause, represent
 from moncreneau.delivery.urls import check_url
 from moncreneau.domain.errors import Conflict, Invalid, NotFound
 from moncreneau.domain.events import SUBSCRIBABLE, TEST_EVENT
-from moncreneau.models import WebhookSubscription
+from moncreneau.models import Organization, WebhookSubscription
 from moncreneau.outbox import payloads, store
 from moncreneau.pagination import Page, keyset_page
 from moncreneau.secretbox import SecretBox
@@ -78,12 +78,36 @@ def find(session: Session, organization_id: int, webhook_id: int) -> WebhookSubs
     return subscription
 
 
+def _check_room(session: Session, organization_id: int, limit: int) -> None:
+    """Refuse a webhook beyond the organization's limit.
+
+    The organization's row is locked until commit, so parallel creates count one at a time.
+    """
+    session.execute(
+        select(Organization.id).where(Organization.id == organization_id).with_for_update()
+    )
+    count = session.scalar(
+        select(func.count())
+        .select_from(WebhookSubscription)
+        .where(
+            WebhookSubscription.organization_id == organization_id,
+            WebhookSubscription.deleted_at.is_(None),
+        )
+    )
+    if (count or 0) >= limit:
+        raise Conflict(
+            f"This organization has {count} webhooks, the most it may have ({limit}); "
+            "delete one before adding another."
+        )
+
+
 def create(
     session: Session, organization_id: int, new: NewSubscription, box: SecretBox, settings: Settings
 ) -> dict[str, Any]:
     url = check_url(
         new.url, allow_private=settings.allow_private_urls, allowed=settings.allowed_networks
     )
+    _check_room(session, organization_id, settings.max_webhooks_per_organization)
     now = utcnow()
     secret = signing.generate_secret()
     subscription = WebhookSubscription(

@@ -15,7 +15,7 @@ from moncreneau.delivery import jobs
 from moncreneau.delivery.dispatcher import Dispatcher
 from moncreneau.outbox import relay
 from moncreneau.secretbox import SecretBox, resolve_key
-from tests.conftest import Api, new_organization
+from tests.conftest import Api, make_settings, new_organization
 
 HOOK = {"url": "https://example.org/webhooks/moncreneau", "events": ["appointment.created"]}
 
@@ -166,6 +166,37 @@ def test_a_deleted_webhook_is_gone(api: Api) -> None:
     assert api.get(f"/webhooks/{hook['id']}").status_code == 404
     assert api.delete(f"/webhooks/{hook['id']}").status_code == 404
     assert api.get("/webhooks").json["data"] == []
+
+
+@pytest.fixture
+def capped_app(database_url: str) -> Any:
+    app = create_app(make_settings(database_url, max_webhooks_per_organization=3))
+    yield app
+    app.extensions["moncreneau"].sessions.kw["bind"].dispose()
+
+
+def test_an_organization_at_its_webhook_limit_gets_a_409_and_nothing_is_created(
+    capped_app: Flask,
+) -> None:
+    api = Api(capped_app.test_client(), new_organization(capped_app)["apiKey"])
+    other = Api(capped_app.test_client(), new_organization(capped_app, "Autre")["apiKey"])
+    created = [api.post("/webhooks", HOOK) for _ in range(3)]
+    assert [r.status_code for r in created] == [201, 201, 201]
+
+    refused = api.post("/webhooks", HOOK)
+
+    assert refused.status_code == 409, refused.json
+    assert refused.json["code"] == 409
+    assert "(3)" in refused.json["message"]
+    assert len(api.get("/webhooks").json["data"]) == 3
+    assert other.post("/webhooks", HOOK).status_code == 201
+
+    # a deleted webhook no longer counts; a disabled one still does
+    assert api.patch(f"/webhooks/{created[0].json['id']}", {"enabled": False}).status_code == 200
+    assert api.post("/webhooks", HOOK).status_code == 409
+    assert api.delete(f"/webhooks/{created[1].json['id']}").status_code == 204
+    assert api.post("/webhooks", HOOK).status_code == 201
+    assert api.post("/webhooks", HOOK).status_code == 409
 
 
 def test_a_test_send_creates_one_delivery_of_a_webhook_test_event(api: Api, engine: Engine) -> None:

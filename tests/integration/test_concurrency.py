@@ -25,11 +25,13 @@ from moncreneau.auth import keys
 from moncreneau.db import make_engine, make_session_factory
 from moncreneau.departments import service as departments
 from moncreneau.domain.errors import Conflict
-from moncreneau.models import AppointmentRow, EventRecord, IdempotencyRecord
+from moncreneau.models import AppointmentRow, EventRecord, IdempotencyRecord, WebhookSubscription
 from moncreneau.ops.housekeeping import keep_house
 from moncreneau.outbox import store
 from moncreneau.outbox.payloads import PERSONAL_FIELDS
 from moncreneau.personal import Vault
+from moncreneau.secretbox import SecretBox, resolve_key
+from moncreneau.webhooks import service as webhooks
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.postgres
@@ -373,6 +375,30 @@ def test_a_polling_reader_sees_every_event_once_in_order_while_writers_append(
     if held_open:
         # It stayed open across many other commits; readers waited for it, then read on.
         assert sum(p.txid > late_txid for p in every) >= writers * bookings_each
+
+
+def test_parallel_webhook_creations_stop_at_the_organizations_limit(engine: Engine) -> None:
+    sessions = make_session_factory(engine)
+    with sessions() as setup:
+        organization_id = keys.create_organization(setup, "Clinique Exemple")["id"]
+        setup.commit()
+    settings = make_settings(engine.url.render_as_string(False), max_webhooks_per_organization=5)
+    box = SecretBox(resolve_key(settings))
+    new = webhooks.NewSubscription(url="http://127.0.0.1:9/hook", events=["*"])
+
+    def create() -> str:
+        with sessions() as db:
+            try:
+                webhooks.create(db, organization_id, new, box, settings)
+                db.commit()
+                return "created"
+            except Conflict:
+                return "refused"
+
+    outcomes = in_parallel([create for _ in range(20)])
+
+    assert sorted(outcomes) == ["created"] * 5 + ["refused"] * 15
+    assert count(engine, table=WebhookSubscription) == 5
 
 
 def test_an_older_transaction_still_open_holds_back_a_younger_ones_events_until_it_ends(

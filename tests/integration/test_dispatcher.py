@@ -36,11 +36,13 @@ def receiver() -> Iterator[Receiver]:
     rec.server.shutdown()
 
 
-def _claimed(n: int, url: str, lease: float) -> Claimed:
+def _claimed(
+    n: int, url: str, lease: float, subscription_id: int = 1, organization_id: int = 1
+) -> Claimed:
     return Claimed(
         seq=n,
         id=f"msg_{n}",
-        subscription_id=1,
+        subscription_id=subscription_id,
         event_id=f"evt_{n}",
         event_type="appointment.created",
         payload_version="2.0",
@@ -50,6 +52,7 @@ def _claimed(n: int, url: str, lease: float) -> Claimed:
         locked_until=clock.now() + timedelta(seconds=lease),
         url=url,
         secrets=("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",),
+        organization_id=organization_id,
     )
 
 
@@ -247,3 +250,71 @@ def test_a_send_task_that_breaks_frees_its_place_and_hands_back_what_waited_behi
     assert len(receiver.received) == CAP
     # Unsent, given back to be tried again shortly rather than held until their lease ends.
     assert released == [([f"msg_{n}" for n in range(CAP, 2 * CAP)], RELEASE_DELAY)]
+
+
+SLOTS = 8
+SHARE = SLOTS // 2
+
+
+def _fair_dispatcher(
+    tmp_path: Path, sqlite_template: Path, monotonic: Monotonic, **overrides: object
+) -> tuple[Dispatcher, Released]:
+    shutil.copy(sqlite_template, tmp_path / "db.sqlite")
+    settings = make_settings(
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        worker_concurrency=SLOTS,
+        endpoint_concurrency=CAP,
+        delivery_timeout=TIMEOUT,
+        **overrides,
+    )
+    released = Released()
+    sessions = make_session_factory(make_engine(settings.database_url))
+    return Dispatcher(sessions, settings, released, monotonic), released
+
+
+def test_a_host_that_hangs_holds_its_share_while_another_hosts_delivery_goes_out(
+    tmp_path: Path, sqlite_template: Path, monotonic: Monotonic
+) -> None:
+    hanging, fast = start_receiver(), start_receiver(host="127.0.0.2")
+    dispatcher, released = _fair_dispatcher(
+        tmp_path, sqlite_template, monotonic, host_concurrency=SHARE
+    )
+    try:
+        url = hanging.on("hang", hang(TIMEOUT + 1))
+        # as many webhooks (of as many organizations) to it as the process has slots
+        dispatcher.submit([_claimed(n, url, 60, n, n) for n in range(SLOTS)])
+        assert released == [([f"msg_{n}" for n in range(SHARE, SLOTS)], RELEASE_DELAY)]
+        hanging.wait_for(lambda got: len(got) == SHARE)
+
+        dispatcher.submit([_claimed(100, fast.on("ok", answer(200)), 60, 100, 100)])
+        fast.wait_for(lambda got: len(got) == 1)
+
+        # sent while the hanging requests still held their places
+        assert dispatcher.in_flight >= SHARE
+        assert len(hanging.received) == SHARE
+        assert dispatcher.drain(TIMEOUT + 5)
+    finally:
+        hanging.server.shutdown()
+        fast.server.shutdown()
+
+
+def test_an_organization_with_many_hanging_webhooks_leaves_room_for_another_on_the_same_host(
+    receiver: Receiver, tmp_path: Path, sqlite_template: Path, monotonic: Monotonic
+) -> None:
+    # the default shares: an organization alone cannot fill its host's
+    dispatcher, released = _fair_dispatcher(tmp_path, sqlite_template, monotonic)
+    url = receiver.on("hang", hang(TIMEOUT + 1))
+    dispatcher.submit([_claimed(n, url, 60, subscription_id=n) for n in range(SLOTS)])
+    assert released == [([f"msg_{n}" for n in range(SHARE, SLOTS)], RELEASE_DELAY)]
+    receiver.wait_for(lambda got: len(got) == SHARE)
+    # Silent for a while, its organization's overflow comes back after a whole timeout.
+    monotonic.advance(RELEASE_DELAY.total_seconds() + 0.2)
+    dispatcher.submit([_claimed(SLOTS, url, 60, subscription_id=SLOTS)])
+    assert released[-1] == ([f"msg_{SLOTS}"], timedelta(seconds=TIMEOUT))
+
+    dispatcher.submit([_claimed(100, receiver.on("ok", answer(200)), 60, 100, 2)])
+    receiver.wait_for(lambda got: any(r.path == "/ok" for r in got))
+
+    assert dispatcher.in_flight >= SHARE
+    assert len(receiver.at("hang")) == SHARE
+    assert dispatcher.drain(TIMEOUT + 5)

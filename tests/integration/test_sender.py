@@ -23,9 +23,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from moncreneau.delivery.sender import (
     EXCERPT_BYTES,
+    LOOKUPS_PER_HOST,
     MAX_BODY_BYTES,
     MAX_READ_BYTES,
+    RESOLVER_THREADS,
     Client,
+    ConnectFailed,
+    Resolver,
     Response,
 )
 
@@ -654,5 +658,78 @@ def test_the_reaper_closes_idle_connections_by_itself(serve: Serve) -> None:
             assert client.idle == 0
         finally:
             client.close()
+
+    asyncio.run(scenario())
+
+
+class SlowLookups:
+    """A resolver that answers 127.0.0.1 at once, except for `slow.test`, which hangs until
+    released; it counts every lookup, on whatever thread it runs."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, host: str, port: int) -> str:
+        with self._lock:
+            self.calls.append(host)
+        if host == "slow.test":
+            assert self.release.wait(30)
+        return "127.0.0.1"
+
+
+def test_a_host_whose_lookups_hang_leaves_the_others_resolving(serve: Serve) -> None:
+    server = serve(answering(ok()))
+    lookups = SlowLookups()
+
+    async def scenario() -> None:
+        client = Client(4, allow_private=True, lookup=lookups)
+        try:
+            # more requests to the slow host than the event loop's default executor has threads
+            slow = [
+                asyncio.create_task(client.post(f"http://slow.test:{server.port}/", b"{}", {}, 30))
+                for _ in range(RESOLVER_THREADS + 4)
+            ]
+            await _until(lambda: "slow.test" in lookups.calls, "no lookup of slow.test")
+            fast = await client.post(f"http://fast.test:{server.port}/", b"{}", {}, 30)
+            # answered while every request to the slow host still waits for its lookup
+            assert fast.status_code == 200, fast.error
+            assert not any(task.done() for task in slow)
+            lookups.release.set()
+            assert [r.status_code for r in await asyncio.gather(*slow)] == [200] * len(slow)
+        finally:
+            lookups.release.set()
+            client.close()
+
+    asyncio.run(scenario())
+    # the slow host's requests shared one lookup
+    assert lookups.calls.count("slow.test") == 1
+
+
+def test_lookups_of_a_host_that_hang_take_at_most_their_share_of_threads() -> None:
+    lookups = SlowLookups()
+    clock = Clock()
+
+    async def scenario() -> None:
+        resolver = Resolver(lookups, threads=LOOKUPS_PER_HOST + 1, timeout=0.2, clock=clock)
+        try:
+            for _ in range(LOOKUPS_PER_HOST):
+                # each waits for the lookup running, which is given up on after the timeout;
+                # then another may start
+                for _ in range(2):
+                    with pytest.raises(ConnectFailed, match="DNS lookup timed out"):
+                        await resolver.resolve("slow.test", 443)
+                clock.now += 1.0
+            assert lookups.calls == ["slow.test"] * LOOKUPS_PER_HOST
+            # its share of threads is taken: it fails without another lookup
+            with pytest.raises(ConnectFailed, match="DNS lookup timed out"):
+                await resolver.resolve("slow.test", 443)
+            assert lookups.calls == ["slow.test"] * LOOKUPS_PER_HOST
+            # the thread left answers another host
+            assert await resolver.resolve("fast.test", 443) == "127.0.0.1"
+        finally:
+            lookups.release.set()
+            resolver.close()
 
     asyncio.run(scenario())
