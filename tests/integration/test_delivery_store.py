@@ -272,7 +272,9 @@ def test_housekeeping_forgets_idempotency_keys_past_their_retention(
             .where(IdempotencyRecord.key == "old")
             .values(created_at=datetime.now(UTC) - timedelta(hours=25))
         )
-    housekeeping.run_once(_sessions(app))
+    runtime = app.extensions["moncreneau"]
+    # What a relay runs at each sweep.
+    housekeeping.Housekeeper(runtime.sessions, runtime.settings, runtime.vault)()
     with engine.connect() as conn:
         keys = conn.execute(text("SELECT key FROM idempotency_keys")).scalars().all()
     assert keys == ["new"]
