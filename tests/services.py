@@ -168,3 +168,45 @@ def moncreneau_run(
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+@contextmanager
+def database_at(backend: str, folder: Path, revision: str) -> Iterator[str]:
+    """An empty database of its own (SQLite in `folder`, or PostgreSQL) migrated up to
+    `revision` only, for tests of an upgrade that meets existing data."""
+    if backend == "sqlite":
+        url = f"sqlite:///{folder / 'old.db'}"
+    else:
+        problem = postgres_problem()
+        if problem:
+            unavailable("PostgreSQL", problem)
+        url = create_database("moncreneau_upgrade")
+    try:
+        engine = make_engine(url)
+        upgrade(engine, revision)
+        engine.dispose()
+        yield url
+    finally:
+        if backend == "postgresql":
+            drop_database(url)
+
+
+def pg_dump(database_url: str) -> str:
+    """The data of a PostgreSQL database as `pg_dump --data-only` writes it."""
+    target = make_url(database_url)
+    return subprocess.run(
+        [
+            "pg_dump",
+            "-h",
+            target.host or "127.0.0.1",
+            "-p",
+            str(target.port or 5432),
+            "-U",
+            target.username or "postgres",
+            "--data-only",
+            target.database or "",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout

@@ -2,38 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
 import urllib.request
 import uuid
 from typing import Any
 
 from flask import Flask
-from sqlalchemy.engine import make_url
 
+from tests import services
 from tests.conftest import new_organization
 from tests.e2e.conftest import Processes, free_port, wait_until
 from tests.integration.test_concurrency import Client
 from tests.receiver import Receiver, answer
-
-
-def _dump(database_url: str) -> str:
-    target = make_url(database_url)
-    return subprocess.run(
-        [
-            "pg_dump",
-            "-h",
-            target.host or "127.0.0.1",
-            "-p",
-            str(target.port or 5432),
-            "-U",
-            target.username or "postgres",
-            "--data-only",
-            target.database or "",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
 
 
 def test_after_an_erasure_no_dump_and_no_process_log_holds_an_erased_value(
@@ -116,7 +95,7 @@ def test_after_an_erasure_no_dump_and_no_process_log_holds_an_erased_value(
     assert again.status == 201 and again.body["name"] is None
     processes.stop_all()
 
-    dump = _dump(postgres_url)
+    dump = services.pg_dump(postgres_url)
     logs = "\n".join(p.read_text(errors="replace") for p in processes.log_dir.glob("*.log"))
     assert "personal_keys" in dump and len(dump) > 5000
     assert "appointment.erased" in dump and "POST /api/v1/erasures" in logs

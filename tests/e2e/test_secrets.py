@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
+from tests import services
 from tests.conftest import Api
 from tests.e2e.conftest import Processes
 from tests.receiver import Receiver, answer, sequence
@@ -35,23 +33,7 @@ def test_a_database_dump_and_every_log_hold_no_key_or_secret_in_clear(
     wait_until(lambda: len(receiver.at("hook")) >= 3, what="a failed and two good deliveries")
     processes.stop_all()
 
-    target = make_url(postgres_url)
-    dump = subprocess.run(
-        [
-            "pg_dump",
-            "-h",
-            target.host or "127.0.0.1",
-            "-p",
-            str(target.port or 5432),
-            "-U",
-            target.username or "postgres",
-            "--data-only",
-            target.database or "",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    dump = services.pg_dump(postgres_url)
     assert "webhook_subscriptions" in dump and len(dump) > 1000
     logs = processes.logs()
     key_secret = org["apiKey"].split("_", 2)[2]

@@ -28,19 +28,8 @@ NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 @pytest.fixture(params=BACKENDS)
 def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of its own, migrated up to `BEFORE` only."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        problem = services.postgres_problem()
-        if problem:
-            services.unavailable("PostgreSQL", problem)
-        url = services.create_database("moncreneau_upgrade")
-    engine = make_engine(url)
-    upgrade(engine, BEFORE)
-    engine.dispose()
-    yield url
-    if request.param == "postgresql":
-        services.drop_database(url)
+    with services.database_at(request.param, tmp_path, BEFORE) as url:
+        yield url
 
 
 def fill_before_upgrade(engine: Engine, events: int, relayed: int) -> int:

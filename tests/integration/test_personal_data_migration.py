@@ -46,19 +46,8 @@ OBJECT = {
 @pytest.fixture(params=BACKENDS)
 def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database at revision 0005, before personal data was sealed."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        problem = services.postgres_problem()
-        if problem:
-            services.unavailable("PostgreSQL", problem)
-        url = services.create_database("moncreneau_upgrade")
-    engine = make_engine(url)
-    upgrade(engine, "0005")
-    engine.dispose()
-    yield url
-    if request.param == "postgresql":
-        services.drop_database(url)
+    with services.database_at(request.param, tmp_path, "0005") as url:
+        yield url
 
 
 def _write_as_before(url: str) -> None:
