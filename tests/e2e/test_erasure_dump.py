@@ -10,9 +10,10 @@ from flask import Flask
 
 from tests import services
 from tests.conftest import new_organization
-from tests.e2e.conftest import Processes, free_port, wait_until
+from tests.e2e.conftest import Processes
 from tests.integration.test_concurrency import Client
 from tests.receiver import Receiver, answer
+from tests.services import free_port, wait_until
 
 
 def test_after_an_erasure_no_dump_and_no_process_log_holds_an_erased_value(

@@ -17,6 +17,7 @@ from moncreneau.app import create_app
 from moncreneau.appointments import service as appointments
 from moncreneau.appointments.service import NewAppointment
 from moncreneau.db import write_session
+from moncreneau.personal import Vault
 from tests.conftest import Api, make_settings, new_organization
 
 pytestmark = pytest.mark.postgres
@@ -53,6 +54,11 @@ def slot_key(department: int) -> str:
     return f"slot:{department}:{STARTS_AT.isoformat()}"
 
 
+def vault_of(app: Flask) -> Vault:
+    vault: Vault = app.extensions["moncreneau"].vault
+    return vault
+
+
 def test_an_idempotency_key_held_by_organization_7_does_not_block_a_slot_with_its_name(
     app: Flask, seventh: tuple[Api, int]
 ) -> None:
@@ -65,7 +71,11 @@ def test_an_idempotency_key_held_by_organization_7_does_not_block_a_slot_with_it
         try:
             # A lock it would wait for ends the test in an error instead of a hang.
             other.execute(text("SET lock_timeout = '10s'"))
-            booked.append(appointments.book(other, 7, NewAppointment(department, STARTS_AT, "A")))
+            booked.append(
+                appointments.book(
+                    other, 7, NewAppointment(department, STARTS_AT, "A"), vault=vault_of(app)
+                )
+            )
             other.commit()
         finally:
             other.close()
@@ -93,7 +103,9 @@ def test_a_slot_being_booked_does_not_hold_up_organization_7s_request_with_its_n
     api, department = seventh
     booking = write_session(sessions_of(app))
     try:
-        appointments.book(booking, 7, NewAppointment(department, STARTS_AT, "A"))
+        appointments.book(
+            booking, 7, NewAppointment(department, STARTS_AT, "A"), vault=vault_of(app)
+        )
         created = api.post(
             "/departments",
             {"name": "Cardiologie", "timezone": "UTC"},

@@ -22,8 +22,8 @@ from moncreneau.delivery import jobs
 from moncreneau.delivery.dispatcher import Dispatcher
 from moncreneau.delivery.queueing import InlineQueue
 from tests.conftest import make_settings, new_organization
-from tests.e2e.conftest import wait_until
 from tests.receiver import Receiver, answer, sequence, start_receiver
+from tests.services import wait_until
 
 PARIS_WINTER = timezone(timedelta(hours=1))
 

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from moncreneau.client import ApiError, Client
-from tests.e2e.conftest import free_port
+from tests.services import free_port
 
 DEPARTMENT = {
     "id": 1,
