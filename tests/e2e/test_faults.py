@@ -349,8 +349,9 @@ def test_deliveries_queued_in_a_redis_that_loses_everything_are_delivered_all_th
     processes.start("relay", REDIS_URL=lossy)
     _book(api, department["id"], 5)
     queue = rq_queue(lossy, queue_name)
+    # Distinct ids: a relay's first sweep may queue again what it has just queued itself.
     wait_until(
-        lambda: sum(len(job.args[0]) for job in queue.jobs) == 5,
+        lambda: len({i for job in queue.jobs for i in job.args[0]}) == 5,
         what="the five deliveries queued in Redis",
     )
     # MonCréneau keeps everything it has in Redis in the one database REDIS_URL names:
