@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +111,8 @@ schema = schemathesis.openapi.from_path(SPEC_FILE, config=CONFIG)
 schema.app = TARGET
 
 
-@pytest.fixture(scope="module")
-def fuzzed_app() -> Iterator[Flask]:
+@contextmanager
+def _app_on_a_database_of_its_own() -> Iterator[Flask]:
     """The app on a PostgreSQL database of its own, whatever the fuzzer leaves behind in it."""
     with services.throwaway_database("moncreneau_fuzz") as url:
         # The stateful run creates webhooks by the hundred: the cap would end its links early.
@@ -122,10 +123,26 @@ def fuzzed_app() -> Iterator[Flask]:
             key.prefix = API_KEY.rsplit("_", 1)[0]
             key.key_hash = hashlib.sha256(API_KEY.encode()).hexdigest()
             db.commit()
-        TARGET.app = app
+        # The module's app comes back after a test's own (tests may run in any order).
+        previous, TARGET.app = TARGET.app, app
         yield app
-        TARGET.app = None
+        TARGET.app = previous
         app.extensions["moncreneau"].sessions.kw["bind"].dispose()
+
+
+@pytest.fixture(scope="module")
+def fuzzed_app() -> Iterator[Flask]:
+    with _app_on_a_database_of_its_own() as app:
+        yield app
+
+
+@pytest.fixture
+def empty_app() -> Iterator[Flask]:
+    """For the stateful run: replaying a scenario meets the state it met the first time
+    only if what other tests left behind (which of them ran first in this process) is
+    not there."""
+    with _app_on_a_database_of_its_own() as app:
+        yield app
 
 
 def _headers_fit_the_spec(case: Any) -> bool:
@@ -162,7 +179,7 @@ def test_the_api_conforms_to_its_spec(case: Any, fuzzed_app: Flask) -> None:
     _refused_by_a_business_rule(case, response)
 
 
-def test_linked_calls_conform_to_the_spec(fuzzed_app: Flask) -> None:
+def test_linked_calls_conform_to_the_spec(empty_app: Flask) -> None:
     """Create, then follow the spec's links: read, change, move through the lifecycle, delete."""
 
     class Machine(schema.as_state_machine()):  # type: ignore[misc]
