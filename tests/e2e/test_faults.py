@@ -619,7 +619,11 @@ def test_a_delivery_claimed_by_a_worker_killed_before_sending_it_is_sent_by_the_
     _book(api, department["id"], 2)
     wait_until(lambda: len(_deliveries_per_event(engine, hook)) == 2, what="two deliveries")
     # One request at a time: the first is held open, the second waits claimed behind it.
-    worker = processes.start("worker", MONCRENEAU_WORKER_CONCURRENCY="1")
+    # A timeout of its own, so that the held request is still open when the worker is
+    # killed however slow the machine (the suite's 2 s would free the place for the second).
+    worker = processes.start(
+        "worker", MONCRENEAU_WORKER_CONCURRENCY="1", MONCRENEAU_DELIVERY_TIMEOUT="10"
+    )
     receiver.wait_for(lambda got: len(got) == 1)
     wait_until(lambda: _claimed(engine, hook) == 2, what="both deliveries claimed")
     processes.kill(worker)
@@ -628,7 +632,8 @@ def test_a_delivery_claimed_by_a_worker_killed_before_sending_it_is_sent_by_the_
 
     processes.start("worker")
 
-    log = _assert_nothing_lost(api, hook, receiver, "claimed")
+    # The killed worker's claims hold for 2 x 10 + 5 s before the next one may send.
+    log = _assert_nothing_lost(api, hook, receiver, "claimed", 60.0)
     [never_sent] = [d["id"] for d in log if d["id"] != sent.header(DELIVERY)]
     [first_try] = [r for r in receiver.at("claimed") if r.header(DELIVERY) == never_sent]
     detail = _delivery(api, hook, never_sent)
