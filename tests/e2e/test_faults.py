@@ -215,8 +215,8 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_resends_what_was_cut_off_un
         assert attempts[0] == 1
 
 
-# Fails now and then, for a reason not yet known: two deliveries reach the endpoint
-# where one is expected; rerun twice before counting as failed: each run asserts everything.
+# Fails now and then, for a reason not yet known: the relay is not seen waiting inside its
+# transaction within 30 s; rerun twice before counting as failed: each run asserts everything.
 @pytest.mark.flaky(reruns=2, reruns_delay=1)
 def test_a_relay_killed_while_events_are_appended_creates_every_delivery_exactly_once(
     app: Flask,
