@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-import pytest
 import redis
 from flask import Flask
 from sqlalchemy import text
@@ -215,9 +214,6 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_resends_what_was_cut_off_un
         assert attempts[0] == 1
 
 
-# Fails now and then, for a reason not yet known: the relay is not seen waiting inside its
-# transaction within 30 s; rerun twice before counting as failed: each run asserts everything.
-@pytest.mark.flaky(reruns=2, reruns_delay=1)
 def test_a_relay_killed_while_events_are_appended_creates_every_delivery_exactly_once(
     app: Flask,
     api: Api,
@@ -257,14 +253,18 @@ def test_a_relay_killed_while_events_are_appended_creates_every_delivery_exactly
             relay = processes.start("relay")
         stop_booking.set()
         booked = booking.result()
+    processes.kill(relay)
 
     # Killed inside its transaction: it has read the events and locked its position, and its
-    # INSERT of deliveries waits on a lock held here (SHARE mode: its sweep's SELECT ... FOR
-    # UPDATE goes through, so it is the INSERT that waits).
+    # INSERT of deliveries waits on a lock held here. The relay is started once the lock is
+    # held, so that relaying is the first thing it does: a relay already running could be
+    # caught first in its sweep's UPDATE of deliveries still open, which waits on the same
+    # lock (its SELECT ... FOR UPDATE goes through SHARE mode, its UPDATE does not).
     blocker = engine.connect()
     try:
         blocker.execute(text("LOCK TABLE deliveries IN SHARE MODE"))
         _book(api, department["id"], 5, start=booked)
+        relay = processes.start("relay")
         wait_until(
             lambda: _waiting_on_lock(engine, "INSERT INTO deliveries"),
             what="the relay waiting inside its transaction",
@@ -606,9 +606,6 @@ def test_a_replay_window_starting_within_a_second_includes_what_was_created_afte
     _assert_nothing_lost(api, hook, receiver, "refused")
 
 
-# Fails now and then, for a reason not yet known: two deliveries reach the endpoint
-# where one is expected; rerun twice before counting as failed: each run asserts everything.
-@pytest.mark.flaky(reruns=2, reruns_delay=1)
 def test_a_delivery_claimed_by_a_worker_killed_before_sending_it_is_sent_by_the_next_one(
     api: Api,
     department: dict[str, Any],
@@ -625,11 +622,18 @@ def test_a_delivery_claimed_by_a_worker_killed_before_sending_it_is_sent_by_the_
     processes.start("relay")
     _book(api, department["id"], 2)
     wait_until(lambda: len(_deliveries_per_event(engine, hook)) == 2, what="two deliveries")
-    # One request at a time: the first is held open, the second waits claimed behind it.
+    # One request at a time: the first is held open, the second waits claimed for the
+    # process's one place in flight. The host's and the organization's shares default to
+    # that one place too, and a delivery that finds its host's share full and silent is
+    # handed back to the database instead: room for two in each keeps the second claimed.
     # A timeout of its own, so that the held request is still open when the worker is
     # killed however slow the machine (the suite's 2 s would free the place for the second).
     worker = processes.start(
-        "worker", MONCRENEAU_WORKER_CONCURRENCY="1", MONCRENEAU_DELIVERY_TIMEOUT="10"
+        "worker",
+        MONCRENEAU_WORKER_CONCURRENCY="1",
+        MONCRENEAU_HOST_CONCURRENCY="2",
+        MONCRENEAU_ORGANIZATION_CONCURRENCY="2",
+        MONCRENEAU_DELIVERY_TIMEOUT="10",
     )
     receiver.wait_for(lambda got: len(got) == 1)
     wait_until(lambda: _claimed(engine, hook) == 2, what="both deliveries claimed")
