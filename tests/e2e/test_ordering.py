@@ -43,12 +43,13 @@ def _fail_slow_creation_until(done: threading.Event) -> Behaviour:
 
     def behave(request: Received, handler: BaseHTTPRequestHandler) -> None:
         event = request.json
-        slow = event["data"]["object"]["name"] == SLOW
-        if slow and event["type"] == "appointment.created":
-            if failures["n"] < 2 or not done.is_set():
-                failures["n"] += 1
-                answer(500)(request, handler)
-                return
+        slow_creation = (
+            event["data"]["object"]["name"] == SLOW and event["type"] == "appointment.created"
+        )
+        if slow_creation and (failures["n"] < 2 or not done.is_set()):
+            failures["n"] += 1
+            answer(500)(request, handler)
+            return
         answer(200)(request, handler)
 
     return behave
