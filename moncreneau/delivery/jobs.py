@@ -19,6 +19,7 @@ from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory, write_session
 from moncreneau.delivery.dispatcher import Dispatcher
 from moncreneau.delivery.endpoints import secrets_of
+from moncreneau.delivery.queueing import make_queue
 from moncreneau.delivery.store import BY_APPOINTMENT, QUEUE_LEASE, Claimed, claim
 from moncreneau.models import WebhookSubscription
 from moncreneau.secretbox import SecretBox, resolve_key
@@ -68,7 +69,8 @@ def install(settings: Settings, sessions: sessionmaker[Session] | None = None) -
                 settings=settings,
                 sessions=sessions,
                 box=SecretBox(resolve_key(settings)),
-                dispatcher=Dispatcher(sessions, settings),
+                # deliveries whose turn came (ordered webhooks) go to the queue at once
+                dispatcher=Dispatcher(sessions, settings, enqueue=make_queue(settings).enqueue),
             )
         return _context
 

@@ -383,8 +383,9 @@ _SETTLE = text(
 )
 
 
-def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -> None:
-    """Record attempts and new statuses in bulk.
+def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -> list[str]:
+    """Record attempts and new statuses in bulk; returns the ids of deliveries of ordered
+    webhooks that may go now, their turn come (for the caller to queue after commit).
 
     Every attempt is recorded. A success always settles the delivery (and is never
     overwritten); a failure only while this worker still holds the claim, so that a late
@@ -392,7 +393,7 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
     appointment was erased meanwhile stays `erased`.
     """
     if not settlements:
-        return
+        return []
     connection = session.connection()
     attempts = [_attempt_row(s) for s in settlements]
     if connection.dialect.name == "postgresql":
@@ -407,8 +408,7 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
                 latest[s.claimed.seq] = s
         statuses = [_status_row(s) for s in latest.values()]
         connection.execute(_SETTLE, {**bulk.columns(statuses), "now": now})
-        _let_next_go(connection, settlements)
-        return
+        return _let_next_go(connection, settlements)
     connection.execute(insert(DeliveryAttempt), attempts)
     statement = (
         update(Delivery)
@@ -434,13 +434,14 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
         )
     )
     connection.execute(statement, [_status_row(s) for s in settlements])
-    _let_next_go(connection, settlements)
+    return _let_next_go(connection, settlements)
 
 
 _next = aliased(Delivery)
 # The next open delivery of an appointment to an ordered webhook: the earliest, now that
 # the one before it is settled. A job that found it waiting left it under its queue lease;
-# without that lease the sweeper queues it at its next round instead of up to QUEUE_LEASE on.
+# without it the sweeper queues it at its next round (if the caller's own enqueue after
+# commit is lost) instead of up to QUEUE_LEASE on.
 _LET_NEXT_GO = (
     update(Delivery)
     .where(
@@ -454,15 +455,15 @@ _LET_NEXT_GO = (
             or_(_next.status == PENDING, _next.status == FAILED),
         )
         .scalar_subquery(),
-        Delivery.queued_until.is_not(None),
     )
     .values(queued_until=None)
+    .returning(Delivery.id)
 )
 
 
-def _let_next_go(connection: Any, settlements: Sequence[Settlement]) -> None:
+def _let_next_go(connection: Any, settlements: Sequence[Settlement]) -> list[str]:
     """In the settling transaction: an ordered delivery that succeeded or died lets the
-    next of its appointment be queued at once. Nothing for unordered webhooks."""
+    next of its appointment go. Nothing for unordered webhooks."""
     keys = sorted(
         {
             (s.claimed.subscription_id, s.claimed.appointment_id)
@@ -472,10 +473,14 @@ def _let_next_go(connection: Any, settlements: Sequence[Settlement]) -> None:
             and s.status in (SUCCEEDED, DEAD)
         }
     )
-    if keys:
-        connection.execute(
-            _LET_NEXT_GO, [{"n_sub": sub, "n_appointment": appt} for sub, appt in keys]
-        )
+    # one statement each: few, and only for ordered webhooks
+    return [
+        delivery_id
+        for sub, appointment in keys
+        for delivery_id in connection.execute(
+            _LET_NEXT_GO, {"n_sub": sub, "n_appointment": appointment}
+        ).scalars()
+    ]
 
 
 _WAITING = or_(Delivery.status == PENDING, Delivery.status == FAILED)

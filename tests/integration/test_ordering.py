@@ -59,7 +59,8 @@ def _claim(app: Flask, ids: list[str], ordered: bool = True) -> list[store.Claim
     return [c.__class__(**{**c.__dict__, "ordered": ordered}) for c in claimed]
 
 
-def _settle(app: Flask, claimed: store.Claimed, status: str) -> None:
+def _settle(app: Flask, claimed: store.Claimed, status: str) -> list[str]:
+    """Settle one claim; returns the deliveries whose turn came."""
     now = datetime.now(UTC)
     settlement = store.Settlement(
         claimed=claimed,
@@ -73,8 +74,9 @@ def _settle(app: Flask, claimed: store.Claimed, status: str) -> None:
         next_attempt_at=None if status != store.FAILED else now,
     )
     with write_session(_sessions(app)) as db:
-        store.settle(db, [settlement], now)
+        turns = store.settle(db, [settlement], now)
         db.commit()
+    return turns
 
 
 def _types(claimed: list[store.Claimed]) -> list[tuple[int | None, str]]:
@@ -104,10 +106,12 @@ def test_an_appointments_next_delivery_waits_until_the_one_before_succeeded(
     claimed = _claim(app, ids)
     assert _types(claimed) == [(first, "appointment.created"), (second, "appointment.created")]
     # Unordered by default: everything goes at once, as before.
-    assert len(_claim(app, [d.id for d in _deliveries(app, unordered)], ordered=False)) == 6
+    everything = _claim(app, [d.id for d in _deliveries(app, unordered)], ordered=False)
+    assert len(everything) == 6
+    assert _settle(app, everything[0], store.SUCCEEDED) == [], "unordered: nothing to let go"
 
     # A failure to be retried keeps the next one waiting, however often it is tried.
-    _settle(app, claimed[0], store.FAILED)
+    assert _settle(app, claimed[0], store.FAILED) == [], "a failure lets nothing go"
     again = _claim(app, ids)
     assert _types(again) == [(first, "appointment.created")]
     assert again[0].attempt == 2
@@ -127,7 +131,7 @@ def test_a_dead_delivery_lets_the_next_one_go(
     relay.relay_once(_sessions(app), settings)
     ids = [d.id for d in _deliveries(app, hook)]
     [created] = _claim(app, ids)
-    _settle(app, created, store.DEAD)
+    assert _settle(app, created, store.DEAD) == [ids[1]]
     [updated] = _claim(app, ids)
     assert updated.event_type == "appointment.updated"
 
@@ -136,7 +140,8 @@ def test_settling_lifts_the_queue_lease_of_the_next_delivery_only(
     app: Flask, api: Api, department: dict[str, Any], settings: Settings
 ) -> None:
     """The job that found the next one waiting left it under its queue lease: the settle
-    lifts it, in the same transaction, so that the sweeper queues it at its next round."""
+    lifts it, in the same transaction, and names it for the worker to queue; were that
+    lost, the sweeper queues it at its next round."""
     hook = _hook(api, "ordered", ordering="appointment")
     _book_move_cancel(api, department, 9)
     relay.relay_once(_sessions(app), settings)
@@ -146,7 +151,7 @@ def test_settling_lifts_the_queue_lease_of_the_next_delivery_only(
     with write_session(_sessions(app)) as db:
         assert store.due_for_queue(db, datetime.now(UTC), 10) == []
         db.rollback()
-    _settle(app, created, store.SUCCEEDED)
+    assert _settle(app, created, store.SUCCEEDED) == [rows[1].id]
     after = _deliveries(app, hook)
     assert [d.queued_until is None for d in after] == [True, True, False]
     with write_session(_sessions(app)) as db:
