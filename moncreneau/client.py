@@ -257,6 +257,8 @@ class Webhook:
     enabled: bool
     version: str
     payload: str | None
+    # "none" or "appointment"; None from a server that predates ordering
+    ordering: str | None
     disabled_reason: str | None
     paused_until: datetime | None
     previous_secret_expires_at: datetime | None
@@ -277,6 +279,7 @@ class Webhook:
             enabled=raw["enabled"],
             version=raw["version"],
             payload=raw.get("payload"),
+            ordering=raw.get("ordering"),
             disabled_reason=raw.get("disabledReason"),
             paused_until=_time(raw, "pausedUntil"),
             previous_secret_expires_at=_time(raw, "previousSecretExpiresAt"),
@@ -779,14 +782,19 @@ class Webhooks(_Resource):
         version: str | None = None,
         payload: str | None = None,
         enabled: bool | None = None,
+        ordering: str | None = None,
         idempotency_key: str | None = None,
     ) -> Webhook:
-        """Subscribe an endpoint; the answer's `secret` is the only time it is shown."""
+        """Subscribe an endpoint; the answer's `secret` is the only time it is shown.
+
+        `ordering="appointment"`: an appointment's events arrive one at a time, in order.
+        """
         optional = {
             "description": description,
             "version": version,
             "payload": payload,
             "enabled": enabled,
+            "ordering": ordering,
         }
         body = {
             "url": url,
@@ -812,6 +820,7 @@ class Webhooks(_Resource):
         description: str | _Unset | None = UNSET,
         version: str | _Unset = UNSET,
         payload: str | _Unset = UNSET,
+        ordering: str | _Unset = UNSET,
     ) -> Webhook:
         body = _given(
             url=url,
@@ -820,6 +829,7 @@ class Webhooks(_Resource):
             description=description,
             version=version,
             payload=payload,
+            ordering=ordering,
         )
         return Webhook.from_json(self._client.call("PATCH", f"/webhooks/{webhook_id}", json=body))
 

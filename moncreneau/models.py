@@ -207,6 +207,8 @@ class WebhookSubscription(Base):
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # set by a worker after failures in a row: its deliveries are not claimed until then
     paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # "none", or "appointment": an appointment's deliveries go out one at a time, in order
+    ordering: Mapped[str] = mapped_column(String(16), server_default="none")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -214,6 +216,7 @@ class WebhookSubscription(Base):
 
 # Spelled out with literals: a partial index serves a query whose condition is these words.
 OPEN_DELIVERY = "status IN ('pending', 'failed')"
+OPEN_APPOINTMENT_DELIVERY = f"{OPEN_DELIVERY} AND appointment_id IS NOT NULL"
 
 
 class Delivery(Base):
@@ -232,6 +235,16 @@ class Delivery(Base):
             sqlite_where=text(OPEN_DELIVERY),
             postgresql_where=text(OPEN_DELIVERY),
         ),
+        # the open deliveries of one appointment to one webhook, oldest first: what an
+        # ordered webhook's next delivery waits for
+        Index(
+            "ix_deliveries_open_appointment",
+            "subscription_id",
+            "appointment_id",
+            "seq",
+            sqlite_where=text(OPEN_APPOINTMENT_DELIVERY),
+            postgresql_where=text(OPEN_APPOINTMENT_DELIVERY),
+        ),
         # what payload retention still has to look at, and only that
         Index(
             "ix_deliveries_unpurged",
@@ -248,6 +261,8 @@ class Delivery(Base):
     event_position: Mapped[int] = mapped_column(BigInteger)
     event_id: Mapped[str] = mapped_column(String(40))
     event_type: Mapped[str] = mapped_column(String(64))
+    # its event's appointment, if any
+    appointment_id: Mapped[int | None] = mapped_column(Integer)
     payload_version: Mapped[str] = mapped_column(String(16))
     # null once purged (MONCRENEAU_PAYLOAD_RETENTION_DAYS)
     body: Mapped[str | None] = mapped_column(Text)

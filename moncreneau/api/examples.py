@@ -177,6 +177,7 @@ WEBHOOK_CREATED = {
     "enabled": True,
     "version": "2.0",
     "payload": "full",
+    "ordering": "none",
     "disabledReason": None,
     "pausedUntil": None,
     "previousSecretExpiresAt": None,

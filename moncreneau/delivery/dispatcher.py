@@ -88,8 +88,10 @@ class Dispatcher:
         settings: Settings,
         on_release: Callable[[list[Claimed], timedelta], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        enqueue: Callable[[list[str]], None] | None = None,
     ) -> None:
         """`on_release`: where claims given back unsent go; by default, the recorder.
+        `enqueue`: the recorder's, for deliveries of ordered webhooks whose turn came.
 
         `monotonic` tells how long endpoints have been silent and paused (it never runs
         behind real time: waits for room are real).
@@ -111,7 +113,7 @@ class Dispatcher:
         self._client = sender.Client(
             settings.worker_concurrency, settings.allow_private_urls, settings.allowed_networks
         )
-        self.recorder = Recorder(sessions, settings)
+        self.recorder = Recorder(sessions, settings, enqueue)
         self._on_release = self.recorder.hand_back if on_release is None else on_release
         self._ceiling = settings.endpoint_concurrency
         # By default an organization alone never fills a host's share: its hanging

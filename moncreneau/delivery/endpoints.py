@@ -34,6 +34,7 @@ def represent(subscription: WebhookSubscription) -> dict[str, Any]:
         "enabled": subscription.enabled,
         "version": subscription.version,
         "payload": subscription.payload,
+        "ordering": subscription.ordering,
         "disabledReason": subscription.disabled_reason,
         "pausedUntil": _pause_end(subscription),
         "previousSecretExpiresAt": (

@@ -19,7 +19,8 @@ from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory, write_session
 from moncreneau.delivery.dispatcher import Dispatcher
 from moncreneau.delivery.endpoints import secrets_of
-from moncreneau.delivery.store import QUEUE_LEASE, Claimed, claim
+from moncreneau.delivery.queueing import make_queue
+from moncreneau.delivery.store import BY_APPOINTMENT, QUEUE_LEASE, Claimed, claim
 from moncreneau.models import WebhookSubscription
 from moncreneau.secretbox import SecretBox, resolve_key
 
@@ -68,7 +69,8 @@ def install(settings: Settings, sessions: sessionmaker[Session] | None = None) -
                 settings=settings,
                 sessions=sessions,
                 box=SecretBox(resolve_key(settings)),
-                dispatcher=Dispatcher(sessions, settings),
+                # deliveries whose turn came (ordered webhooks) go to the queue at once
+                dispatcher=Dispatcher(sessions, settings, enqueue=make_queue(settings).enqueue),
             )
         return _context
 
@@ -100,19 +102,26 @@ _ADDRESSES = select(
     WebhookSubscription.secret,
     WebhookSubscription.previous_secret,
     WebhookSubscription.previous_secret_expires_at,
+    WebhookSubscription.ordering,
 ).where(WebhookSubscription.id.in_(bindparam("ids", expanding=True)))
 
 
 def _address(db: Session, ctx: DeliveryContext, claimed: list[Claimed]) -> list[Claimed]:
-    """Attach each claimed delivery's URL and signing secrets (decrypted only in memory)."""
+    """Attach each claimed delivery's URL and signing secrets (decrypted only in memory),
+    and whether its webhook orders by appointment."""
     ids = sorted({c.subscription_id for c in claimed})
     now = clock.now()
     found = {
-        row.id: (row.url, secrets_of(row, ctx.open_secret, now))
+        row.id: (row.url, secrets_of(row, ctx.open_secret, now), row.ordering == BY_APPOINTMENT)
         for row in db.connection().execute(_ADDRESSES, {"ids": ids})
     }
     return [
-        replace(c, url=found[c.subscription_id][0], secrets=found[c.subscription_id][1])
+        replace(
+            c,
+            url=found[c.subscription_id][0],
+            secrets=found[c.subscription_id][1],
+            ordered=found[c.subscription_id][2],
+        )
         for c in claimed
     ]
 

@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -48,9 +49,18 @@ class Recorder:
     """Writes settlements and hand-backs in batches from one thread; retries while the
     database is away."""
 
-    def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        enqueue: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        """`enqueue`: where deliveries whose turn came (ordered webhooks) are queued once
+        the settlement that let them go is committed; without it, the sweeper's next round
+        queues them."""
         self._sessions = sessions
         self._settings = settings
+        self._enqueue = enqueue
         self._queue: queue.Queue[_Record] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
@@ -123,11 +133,17 @@ class Recorder:
         paused = {p.subscription_id for p in batch if isinstance(p, _Pause)}
         with write_session(self._sessions) as db:
             now = clock.now()
-            settle(db, settlements, now)
+            turns = settle(db, settlements, now)
             release(db, handed_back)
             self._update_health(db, settlements)
             ends = {s: pause_sending(db, s, now, PAUSE, MAX_PAUSE) for s in sorted(paused)}
             db.commit()
+        if turns and self._enqueue is not None:
+            try:
+                self._enqueue(turns)
+            except Exception:
+                # They are due and held by nobody: the sweeper queues them at its next round.
+                log.warning("could not queue %d deliveries whose turn came", len(turns))
         for subscription_id, until in ends.items():
             log.warning(
                 "webhook %s failed %d times in a row: no worker sends to it until %s",

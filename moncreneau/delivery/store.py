@@ -13,13 +13,14 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    func,
     insert,
     or_,
     select,
     text,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from moncreneau import bulk
 from moncreneau.db import UTCDateTime
@@ -36,6 +37,10 @@ OPEN = (PENDING, FAILED)
 FINISHED = (SUCCEEDED, DEAD, ERASED)
 # How long a delivery handed to the queue is left alone by the sweeper.
 QUEUE_LEASE = timedelta(seconds=30)
+# A webhook's `ordering`: by default none; "appointment" sends an appointment's deliveries
+# one at a time, each once the one before has succeeded, is dead or was erased.
+UNORDERED, BY_APPOINTMENT = "none", "appointment"
+ORDERINGS = (UNORDERED, BY_APPOINTMENT)
 
 
 class Subscriber(Protocol):
@@ -63,6 +68,7 @@ def new_delivery_row(
         "event_position": event.position,
         "event_id": event.id,
         "event_type": event.type,
+        "appointment_id": event.appointment_id,
         "payload_version": subscription.version,
         "body": body
         if body is not None
@@ -158,6 +164,9 @@ class Claimed:
     url: str = ""
     secrets: tuple[str, ...] = field(default=(), repr=False)
     organization_id: int = 0
+    appointment_id: int | None = None
+    # its webhook orders by appointment: settling it lets the next one go
+    ordered: bool = False
 
 
 def _claim_statement() -> Any:
@@ -166,9 +175,35 @@ def _claim_statement() -> Any:
     paused = WebhookSubscription.paused_until > now
     not_paused = or_(WebhookSubscription.paused_until.is_(None), ~paused)
     due = and_(_open_and_unheld(now), Delivery.next_attempt_at <= now)
-    claimable = and_(
-        due, Delivery.subscription_id.in_(select(WebhookSubscription.id).where(*_LIVE, not_paused))
+
+    def sending(*condition: Any) -> Any:
+        return Delivery.subscription_id.in_(
+            select(WebhookSubscription.id).where(*_LIVE, not_paused, *condition)
+        )
+
+    earlier = aliased(Delivery)
+    # an open delivery of the same appointment to the same webhook, created before this one
+    # (in flight or waiting to be retried): one probe of ix_deliveries_open_appointment
+    earlier_open = (
+        select(earlier.seq)
+        .where(
+            earlier.subscription_id == Delivery.subscription_id,
+            earlier.appointment_id == Delivery.appointment_id,
+            earlier.appointment_id.is_not(None),
+            earlier.status.in_(OPEN),
+            earlier.seq < Delivery.seq,
+        )
+        .exists()
     )
+    # The ordering rule, with the webhook's liveness: an unordered webhook's delivery is
+    # decided by the first probe alone, as before ordering existed; only an ordered one's
+    # looks for an earlier delivery of its appointment. Read at claim time, so a webhook
+    # switched either way orders (or stops ordering) its open deliveries at once.
+    may_send = or_(
+        sending(WebhookSubscription.ordering == UNORDERED),
+        and_(sending(WebhookSubscription.ordering == BY_APPOINTMENT), ~earlier_open),
+    )
+    claimable = and_(due, may_send)
     # A paused webhook's deliveries wait out its pause in the database, unsent and with no
     # attempt counted, where the sweeper finds them when it ends.
     deferred = and_(
@@ -205,6 +240,7 @@ def _claim_statement() -> Any:
             Delivery.attempt_budget,
             Delivery.locked_until,
             Delivery.organization_id,
+            Delivery.appointment_id,
         )
     )
 
@@ -232,6 +268,7 @@ def claim(session: Session, ids: Sequence[str], now: datetime, lease: timedelta)
             attempt_budget=r.attempt_budget,
             locked_until=until,
             organization_id=r.organization_id,
+            appointment_id=r.appointment_id,
         )
         for r in rows
         if r.locked_until == until
@@ -346,8 +383,9 @@ _SETTLE = text(
 )
 
 
-def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -> None:
-    """Record attempts and new statuses in bulk.
+def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -> list[str]:
+    """Record attempts and new statuses in bulk; returns the ids of deliveries of ordered
+    webhooks that may go now, their turn come (for the caller to queue after commit).
 
     Every attempt is recorded. A success always settles the delivery (and is never
     overwritten); a failure only while this worker still holds the claim, so that a late
@@ -355,7 +393,7 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
     appointment was erased meanwhile stays `erased`.
     """
     if not settlements:
-        return
+        return []
     connection = session.connection()
     attempts = [_attempt_row(s) for s in settlements]
     if connection.dialect.name == "postgresql":
@@ -370,7 +408,7 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
                 latest[s.claimed.seq] = s
         statuses = [_status_row(s) for s in latest.values()]
         connection.execute(_SETTLE, {**bulk.columns(statuses), "now": now})
-        return
+        return _let_next_go(connection, settlements)
     connection.execute(insert(DeliveryAttempt), attempts)
     statement = (
         update(Delivery)
@@ -396,6 +434,53 @@ def settle(session: Session, settlements: Sequence[Settlement], now: datetime) -
         )
     )
     connection.execute(statement, [_status_row(s) for s in settlements])
+    return _let_next_go(connection, settlements)
+
+
+_next = aliased(Delivery)
+# The next open delivery of an appointment to an ordered webhook: the earliest, now that
+# the one before it is settled. A job that found it waiting left it under its queue lease;
+# without it the sweeper queues it at its next round (if the caller's own enqueue after
+# commit is lost) instead of up to QUEUE_LEASE on.
+_LET_NEXT_GO = (
+    update(Delivery)
+    .where(
+        Delivery.seq
+        == select(func.min(_next.seq))
+        .where(
+            _next.subscription_id == bindparam("n_sub"),
+            _next.appointment_id == bindparam("n_appointment"),
+            _next.appointment_id.is_not(None),
+            # spelled out: an IN list is expanded per statement, not per executemany row
+            or_(_next.status == PENDING, _next.status == FAILED),
+        )
+        .scalar_subquery(),
+    )
+    .values(queued_until=None)
+    .returning(Delivery.id)
+)
+
+
+def _let_next_go(connection: Any, settlements: Sequence[Settlement]) -> list[str]:
+    """In the settling transaction: an ordered delivery that succeeded or died lets the
+    next of its appointment go. Nothing for unordered webhooks."""
+    keys = sorted(
+        {
+            (s.claimed.subscription_id, s.claimed.appointment_id)
+            for s in settlements
+            if s.claimed.ordered
+            and s.claimed.appointment_id is not None
+            and s.status in (SUCCEEDED, DEAD)
+        }
+    )
+    # one statement each: few, and only for ordered webhooks
+    return [
+        delivery_id
+        for sub, appointment in keys
+        for delivery_id in connection.execute(
+            _LET_NEXT_GO, {"n_sub": sub, "n_appointment": appointment}
+        ).scalars()
+    ]
 
 
 _WAITING = or_(Delivery.status == PENDING, Delivery.status == FAILED)

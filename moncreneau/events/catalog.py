@@ -174,6 +174,7 @@ def _disabled_webhook() -> WebhookSubscription:
         description=hook["description"],
         version=hook["version"],
         payload=hook["payload"],
+        ordering=hook["ordering"],
         enabled=False,
         disabled_reason="Every delivery failed for 120 hours.",
         paused_until=None,

@@ -10,7 +10,15 @@ from moncreneau.api import examples
 from moncreneau.api.fields import AwareDateTime, Pattern, StrictBoolean, Text
 from moncreneau.api.web import page_args, page_schema
 from moncreneau.delivery import urls
-from moncreneau.delivery.store import DEAD, ERASED, FAILED, PENDING, SUCCEEDED
+from moncreneau.delivery.store import (
+    DEAD,
+    ERASED,
+    FAILED,
+    ORDERINGS,
+    PENDING,
+    SUCCEEDED,
+    UNORDERED,
+)
 from moncreneau.domain.events import EVENT_TYPES, SUBSCRIBABLE
 from moncreneau.outbox import payloads
 
@@ -21,6 +29,13 @@ VERSION_HELP = (
 PAYLOAD_HELP = (
     "`full` (default) or `thin`: thin payloads carry ids, status, versions and times but no "
     "personal data (name, email, phone, notes, cancellation reason)."
+)
+
+ORDERING_HELP = (
+    "`none` (default): deliveries go out as soon as they can, in any order. `appointment`: "
+    "an appointment's deliveries to this webhook go out one at a time, in the order of its "
+    "events; each waits until the one before has succeeded, is dead or was erased. A manual "
+    "retry or replay of an older delivery holds back the newer ones still waiting."
 )
 
 
@@ -70,6 +85,11 @@ class WebhookCreate(ma.Schema):
         validate=ma.validate.OneOf(payloads.STYLES),
         metadata={"description": PAYLOAD_HELP},
     )
+    ordering = ma.fields.String(
+        load_default=UNORDERED,
+        validate=ma.validate.OneOf(ORDERINGS),
+        metadata={"description": ORDERING_HELP},
+    )
 
 
 class WebhookChange(ma.Schema):
@@ -85,6 +105,9 @@ class WebhookChange(ma.Schema):
     payload = ma.fields.String(
         validate=ma.validate.OneOf(payloads.STYLES), metadata={"description": PAYLOAD_HELP}
     )
+    ordering = ma.fields.String(
+        validate=ma.validate.OneOf(ORDERINGS), metadata={"description": ORDERING_HELP}
+    )
 
 
 class Webhook(ma.Schema):
@@ -95,6 +118,9 @@ class Webhook(ma.Schema):
     enabled = ma.fields.Boolean(required=True)
     version = ma.fields.String(required=True)
     payload = ma.fields.String(required=True, metadata={"enum": list(payloads.STYLES)})
+    ordering = ma.fields.String(
+        required=True, metadata={"enum": list(ORDERINGS), "description": ORDERING_HELP}
+    )
     disabledReason = ma.fields.String(allow_none=True)
     pausedUntil = ma.fields.String(
         allow_none=True,

@@ -32,6 +32,7 @@ class NewSubscription:
     version: str = payloads.LATEST
     enabled: bool = True
     payload: str = payloads.FULL
+    ordering: str = deliveries.UNORDERED
 
 
 def _check_events(events: list[str]) -> list[str]:
@@ -47,6 +48,14 @@ def _check_version(version: str) -> str:
     if version not in payloads.VERSIONS:
         raise Invalid.field("version", f"Unknown payload version {version!r}.")
     return version
+
+
+def _check_ordering(ordering: str) -> str:
+    if ordering not in deliveries.ORDERINGS:
+        raise Invalid.field(
+            "ordering", f"Unknown ordering {ordering!r}; choose among {list(deliveries.ORDERINGS)}."
+        )
+    return ordering
 
 
 def find_enabled(session: Session, organization_id: int, webhook_id: int) -> WebhookSubscription:
@@ -117,6 +126,7 @@ def create(
         description=new.description,
         version=_check_version(new.version),
         payload=new.payload,
+        ordering=_check_ordering(new.ordering),
         enabled=new.enabled,
         secret=box.seal(secret),
         created_at=now,
@@ -178,6 +188,9 @@ def change(
         subscription.description = values["description"]
     if "payload" in values:
         subscription.payload = values["payload"]
+    if "ordering" in values:
+        # Read by every claim: the deliveries still open follow the new rule at once.
+        subscription.ordering = _check_ordering(values["ordering"])
     if "enabled" in values:
         subscription.enabled = values["enabled"]
         if subscription.enabled:

@@ -352,3 +352,33 @@ def test_the_delivery_log_filters_on_event_type(api: Api, department: dict[str, 
     unknown = api.get(f"/webhooks/{hook['id']}/deliveries?eventType=appointment.exploded")
     assert unknown.status_code == 422
     assert "eventType" in unknown.json["errors"]
+
+
+def test_ordering_is_none_by_default_and_can_be_asked_for_read_and_changed(api: Api) -> None:
+    plain = api.post("/webhooks", HOOK).json
+    assert plain["ordering"] == "none"
+    ordered = api.post("/webhooks", {**HOOK, "ordering": "appointment"})
+    assert ordered.status_code == 201
+    assert ordered.json["ordering"] == "appointment"
+    assert api.get(f"/webhooks/{ordered.json['id']}").json["ordering"] == "appointment"
+    assert [h["ordering"] for h in api.get("/webhooks").json["data"]] == ["none", "appointment"]
+    changed = api.patch(f"/webhooks/{plain['id']}", {"ordering": "appointment"})
+    assert changed.status_code == 200 and changed.json["ordering"] == "appointment"
+    assert api.patch(f"/webhooks/{plain['id']}", {"description": "x"}).json["ordering"] == (
+        "appointment"
+    ), "a change that does not name it keeps it"
+
+
+@pytest.mark.parametrize("bad", ["event", "APPOINTMENT", "", None, 1, ["appointment"]])
+def test_an_unknown_ordering_is_a_422_and_changes_nothing(
+    api: Api, engine: Engine, bad: Any
+) -> None:
+    hook = api.post("/webhooks", {**HOOK, "ordering": "appointment"}).json
+    refused = api.post("/webhooks", {**HOOK, "ordering": bad})
+    assert refused.status_code == 422
+    assert "ordering" in str(refused.json)
+    assert _count(engine, "webhook_subscriptions") == 1
+    changed = api.patch(f"/webhooks/{hook['id']}", {"ordering": bad, "description": "new"})
+    assert changed.status_code == 422
+    after = api.get(f"/webhooks/{hook['id']}").json
+    assert (after["ordering"], after["description"]) == ("appointment", None)

@@ -238,8 +238,13 @@ def test_webhooks_are_created_read_changed_tested_rotated_and_deleted(
     read = client.webhooks.get(hook.id)
     assert read.secret is None
     assert (read.id, read.url, read.events) == (hook.id, hook.url, hook.events)
-    second = client.webhooks.create(receiver.url("other"), ["*"], payload="thin")
+    assert read.ordering == "none"
+    second = client.webhooks.create(
+        receiver.url("other"), ["*"], payload="thin", ordering="appointment"
+    )
+    assert second.ordering == "appointment"
     assert [w.id for w in client.webhooks.list(page_size=1)] == [hook.id, second.id]
+    assert client.webhooks.update(second.id, ordering="none").ordering == "none"
 
     changed = client.webhooks.update(
         hook.id, events=["appointment.created", "appointment.cancelled"], enabled=False
