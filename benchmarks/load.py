@@ -23,19 +23,34 @@ SLOTS = 800 * 365 * 48
 
 @dataclass(frozen=True)
 class Target:
-    """Where to POST and what: bookings when `departments` is set, else a bare row."""
+    """Where to POST and what: bookings when `departments` is set, else a bare row.
+
+    With `others`, each request goes to one organization drawn at random: the first
+    (`headers`, `departments`) or one of the others (headers, departments).
+    """
 
     url: str
     headers: dict[str, str]
     departments: tuple[int, ...] = ()
+    others: tuple[tuple[dict[str, str], tuple[int, ...]], ...] = ()
 
-    def body(self, rng: random.Random) -> bytes:
-        if not self.departments:
+    def request(self, rng: random.Random) -> tuple[dict[str, str], bytes]:
+        """The headers and body of one request."""
+        headers, departments = self.headers, self.departments
+        if self.others:
+            pick = rng.randrange(len(self.others) + 1)
+            if pick:
+                headers, departments = self.others[pick - 1]
+        return headers, self._body(rng, departments)
+
+    @staticmethod
+    def _body(rng: random.Random, departments: tuple[int, ...]) -> bytes:
+        if not departments:
             return json.dumps({"name": "bench"}).encode()
         start = FIRST_SLOT + timedelta(minutes=30 * rng.randrange(SLOTS))
         return json.dumps(
             {
-                "departmentId": rng.choice(self.departments),
+                "departmentId": rng.choice(departments),
                 "dateTime": start.isoformat(),
                 "name": "Bench",
             }
@@ -83,7 +98,6 @@ def _client(
     def run(index: int) -> None:
         rng = random.Random(seed * 1000 + index)
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
-        headers = {"Content-Type": "application/json", **target.headers}
         ok = errors = 0
         latencies: list[float] = []
         answered: list[tuple[float, int]] = []
@@ -99,7 +113,8 @@ def _client(
                     time.sleep(pause)
             elif time.perf_counter() >= deadline:
                 break
-            body = target.body(rng)
+            headers, body = target.request(rng)
+            headers = {"Content-Type": "application/json", **headers}
             sent = time.perf_counter()
             try:
                 conn.request("POST", parts.path, body, headers)
