@@ -258,7 +258,7 @@ def _paced_step(target: Target, rec: Receiver, worker: int, rate: float, seconds
 
 
 def p4r(run: Run) -> None:
-    seconds = run.size(5, 3)
+    seconds = run.size(6, 3)
     highest = 14  # 20 x 1.5^14 ≈ 5,800/s: well past what 2 cores answer
     with receiver() as rec, pipeline(API_WORKERS) as pipe:
         pipe.subscribe(rec.url("trace", "org0"))
@@ -289,26 +289,39 @@ def p4r(run: Run) -> None:
                 rec.wait_for("trace", step.booked, DRAIN_PATIENCE)
             return step
 
-        searches: list[tuple[Step | None, Step | None]] = []
+        searches: list[Search] = []
         first = 0
         for n in range(run.rounds):
-            log(f"  round {n + 1}, from {STEP_FIRST * STEP_FACTOR**first:.0f}/s")
+            load = os.getloadavg()[0]
+            log(f"  round {n + 1}, from {STEP_FIRST * STEP_FACTOR**first:.0f}/s, load {load:.1f}")
             held, above = step_search(measure, first)
-            searches.append((held, above))
+            searches.append(Search(held, above, load))
             if held is not None and n == 0:
                 # Later rounds start two steps below the first round's highest held.
                 first = max(0, round(math.log(held.rate / STEP_FIRST, STEP_FACTOR)) - 2)
     _p4r_row(run, searches, seconds)
 
 
-def _p4r_row(run: Run, searches: list[tuple[Step | None, Step | None]], seconds: float) -> None:
-    held = [h for h, _ in searches if h is not None]
-    rounds = "; ".join(
-        f"round {n + 1}: "
-        + (f"held {h.rate:.0f}/s" if h else "none held")
-        + (f", then {a.rate:.0f}/s not held ({a.shortfall()})" if a else "")
-        for n, (h, a) in enumerate(searches)
-    )
+@dataclass(frozen=True)
+class Search:
+    """One round of P4r: its highest step held, the next one up, the load average before."""
+
+    held: Step | None
+    above: Step | None
+    load: float
+
+    def show(self) -> str:
+        h, a = self.held, self.above
+        return (
+            f"load average {self.load:.1f} before, "
+            + (f"held {h.rate:.0f}/s" if h else "none held")
+            + (f", then {a.rate:.0f}/s not held ({a.shortfall()})" if a else "")
+        )
+
+
+def _p4r_row(run: Run, searches: list[Search], seconds: float) -> None:
+    held = [s.held for s in searches if s.held is not None]
+    rounds = "; ".join(f"round {n + 1}: {s.show()}" for n, s in enumerate(searches))
     if held:
         run.latencies["P4r commit-to-receipt at the highest rate held"] = held[-1].latencies
         figure = (
