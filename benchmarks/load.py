@@ -64,8 +64,8 @@ class Outcome:
     ok: int = 0
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
-    # (time.time() when the answer was read, the created resource's id)
-    answered: list[tuple[float, int]] = field(default_factory=list)
+    # (time.time() when the answer was read, the created resource's id, seconds the request took)
+    answered: list[tuple[float, int, float]] = field(default_factory=list)
     cpu_seconds: float = 0.0
 
     def merge(self, other: Outcome) -> None:
@@ -100,7 +100,7 @@ def _client(
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
         ok = errors = 0
         latencies: list[float] = []
-        answered: list[tuple[float, int]] = []
+        answered: list[tuple[float, int, float]] = []
         while True:
             if rate is not None:
                 with lock:
@@ -126,11 +126,12 @@ def _client(
                 conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
                 continue
             now = time.time()
-            latencies.append(time.perf_counter() - sent)
+            took = time.perf_counter() - sent
+            latencies.append(took)
             if 200 <= response.status < 300:
                 ok += 1
                 if keep_ids:
-                    answered.append((now, int(json.loads(raw)["id"])))
+                    answered.append((now, int(json.loads(raw)["id"]), took))
             else:
                 errors += 1
         conn.close()

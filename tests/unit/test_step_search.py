@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.latency import STEP_FACTOR, STEP_FIRST, Step, step_search
+from benchmarks.latency import STEP_FACTOR, STEP_FIRST, Receipts, Step, step_search
 
 
 def _step(k: int, p99: float) -> Step:
@@ -12,8 +12,7 @@ def _step(k: int, p99: float) -> Step:
         booked=100,
         errors=0,
         answered_rate=rate,
-        latencies=[p99] * 100,
-        missing=0,
+        receipts=Receipts([p99] * 100, [p99 + 5] * 100, 0),
         api_p99=10.0,
         deliveries_per_second=rate,
         worker_cores=0.1,
@@ -60,7 +59,7 @@ def test_every_step_held_up_to_the_highest() -> None:
 def test_a_missing_delivery_or_a_refused_booking_is_not_held() -> None:
     fast = _step(0, 10.0)
     assert fast.shortfall() == ""
-    missing = Step(**{**fast.__dict__, "missing": 1})
+    missing = Step(**{**fast.__dict__, "receipts": Receipts([10.0] * 99, [10.0] * 99, 1)})
     assert "not received" in missing.shortfall()
     refused = Step(**{**fast.__dict__, "errors": 2})
     assert "refused" in refused.shortfall()
