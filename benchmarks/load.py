@@ -116,15 +116,23 @@ def _client(
             headers, body = target.request(rng)
             headers = {"Content-Type": "application/json", **headers}
             sent = time.perf_counter()
-            try:
-                conn.request("POST", parts.path, body, headers)
-                response = conn.getresponse()
-                raw = response.read()
-            except (OSError, http.client.HTTPException):
+            answer: tuple[http.client.HTTPResponse, bytes] | None = None
+            # gunicorn closes a keep-alive connection idle for 2 s, which slow paced loads
+            # leave idle: a request that fails on a reused connection goes once more on a
+            # new one before it counts as an error.
+            for _attempt in range(2):
+                try:
+                    conn.request("POST", parts.path, body, headers)
+                    response = conn.getresponse()
+                    answer = response, response.read()
+                    break
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+            if answer is None:
                 errors += 1
-                conn.close()
-                conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
                 continue
+            response, raw = answer
             now = time.time()
             took = time.perf_counter() - sent
             latencies.append(took)
