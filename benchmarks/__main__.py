@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, Callable[[Run], None]] = {
     "P2": delivery.p2,
     "P3": delivery.p3,
     "P4": latency.p4,
+    "P4r": latency.p4r,
     "P5": delivery.p5,
     "P6": relay.p6,
     "P7": delivery.p7,
@@ -39,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         help="write RESULTS.md and latency.png even for a selection (always for a full run)",
     )
     args = parser.parse_args(argv)
-    unknown = [i for i in args.ids if i.upper() not in BENCHMARKS]
+    by_upper = {b.upper(): b for b in BENCHMARKS}
+    unknown = [i for i in args.ids if i.upper() not in by_upper]
     if unknown:
         parser.error(f"unknown id(s) {unknown}; choose among {list(BENCHMARKS)}")
-    selected = [i.upper() for i in args.ids] or list(BENCHMARKS)
+    selected = [by_upper[i.upper()] for i in args.ids] or list(BENCHMARKS)
     run = Run(quick=args.quick, rounds=args.rounds or (2 if args.quick else 3))
     started = time.monotonic()
     for bench_id in BENCHMARKS:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchmarks.harness import Pipeline, Receiver, Spread, percentile, pipeline, receiver
+from benchmarks.harness import Spread, percentile, pipeline, receiver
 from benchmarks.results import Row, Run
 from moncreneau.integrator.listen import api_call
 
@@ -29,34 +28,12 @@ def _book(api: str, key: str, department: int, name: str) -> dict[str, Any]:
     return booked
 
 
-def _organization(pipe: Pipeline, name: str) -> tuple[str, int]:
-    """A second organization on the same installation: its key and a department."""
-    key = str(json.loads(pipe.procs.run("org", "create", name, "--json"))["apiKey"])
-    department = api_call(
-        pipe.api,
-        key,
-        "POST",
-        "/departments",
-        {"name": name, "timezone": "UTC", "slotMinutes": 30, "capacity": 10_000},
-    )
-    return key, int(department["id"])
-
-
-def _arrived(rec: Receiver) -> dict[int, float]:
-    """Appointment id -> arrival stamp of what reached /trace."""
-    arrived: dict[int, float] = {}
-    for stamp, kind, _id, body in rec.arrivals():
-        if kind == "trace" and body is not None:
-            arrived.setdefault(json.loads(body)["data"]["object"]["id"], stamp)
-    return arrived
-
-
 def _round(bookings_a: int) -> tuple[list[float], int]:
     """B's booking-to-receipt latencies (ms) of what arrived, and how many arrived."""
     with receiver() as rec, pipeline(2) as pipe:
         for n in range(HOOKS_A):
             pipe.subscribe(rec.url("hang", f"a{n}"))
-        key_b, department_b = _organization(pipe, "B")
+        key_b, department_b = pipe.add_organization("B")
         api_call(
             pipe.api, key_b, "POST", "/webhooks", {"url": rec.url("trace", "b"), "events": ["*"]}
         )
@@ -81,11 +58,7 @@ def _round(bookings_a: int) -> tuple[list[float], int]:
             next_at += PACE_B
             booked = _book(pipe.api, key_b, department_b, f"B {n}")
             answered[int(booked["id"])] = time.time()
-        deadline = time.monotonic() + PATIENCE
-        arrived = _arrived(rec)
-        while not answered.keys() <= arrived.keys() and time.monotonic() < deadline:
-            time.sleep(0.2)
-            arrived = _arrived(rec)
+        arrived = rec.wait_for_receipts(answered.keys(), PATIENCE)
         latencies = [(arrived[i] - t) * 1000 for i, t in answered.items() if i in arrived]
         return latencies, len(latencies)
 

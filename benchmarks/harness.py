@@ -9,10 +9,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,6 +250,30 @@ class Receiver:
             every,
         )
 
+    def receipts(self, kind: str = "trace") -> dict[int, float]:
+        """Appointment id -> arrival stamp of its first `appointment.created` at /`kind`."""
+        arrived: dict[int, float] = {}
+        for stamp, at, _id, body in self.arrivals():
+            if at == kind and body is not None:
+                event = json.loads(body)
+                if event["type"] == "appointment.created":
+                    arrived.setdefault(int(event["data"]["object"]["id"]), stamp)
+        return arrived
+
+    def wait_for_receipts(
+        self, wanted: Collection[int], patience: float, kind: str = "trace"
+    ) -> dict[int, float]:
+        """`receipts` once all of `wanted` arrived, or whatever did within `patience` seconds."""
+        deadline = time.monotonic() + patience
+        while True:
+            # Counting is cheap; the bodies are fetched once enough deliveries arrived.
+            if self.counts().get(kind, 0) >= len(wanted) or time.monotonic() >= deadline:
+                arrived = self.receipts(kind)
+                if all(i in arrived for i in wanted) or time.monotonic() >= deadline:
+                    return arrived
+                time.sleep(0.2)
+            time.sleep(0.05)
+
     def close(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
@@ -301,6 +326,18 @@ class Pipeline:
                 {"name": f"Bench {n}", "timezone": "UTC", "slotMinutes": 30, "capacity": 10_000},
             )
             self.departments.append(department["id"])
+
+    def add_organization(self, name: str) -> tuple[str, int]:
+        """Another organization on the same installation: its API key and one department."""
+        key = str(json.loads(self.procs.run("org", "create", name, "--json"))["apiKey"])
+        department = api_call(
+            self.api,
+            key,
+            "POST",
+            "/departments",
+            {"name": name, "timezone": "UTC", "slotMinutes": 30, "capacity": 10_000},
+        )
+        return key, int(department["id"])
 
     def subscribe(self, url: str, events: Sequence[str] = ("*",)) -> int:
         webhook: dict[str, Any] = self.call("POST", "/webhooks", {"url": url, "events": events})

@@ -23,19 +23,34 @@ SLOTS = 800 * 365 * 48
 
 @dataclass(frozen=True)
 class Target:
-    """Where to POST and what: bookings when `departments` is set, else a bare row."""
+    """Where to POST and what: bookings when `departments` is set, else a bare row.
+
+    With `others`, each request goes to one organization drawn at random: the first
+    (`headers`, `departments`) or one of the others (headers, departments).
+    """
 
     url: str
     headers: dict[str, str]
     departments: tuple[int, ...] = ()
+    others: tuple[tuple[dict[str, str], tuple[int, ...]], ...] = ()
 
-    def body(self, rng: random.Random) -> bytes:
-        if not self.departments:
+    def request(self, rng: random.Random) -> tuple[dict[str, str], bytes]:
+        """The headers and body of one request."""
+        headers, departments = self.headers, self.departments
+        if self.others:
+            pick = rng.randrange(len(self.others) + 1)
+            if pick:
+                headers, departments = self.others[pick - 1]
+        return headers, self._body(rng, departments)
+
+    @staticmethod
+    def _body(rng: random.Random, departments: tuple[int, ...]) -> bytes:
+        if not departments:
             return json.dumps({"name": "bench"}).encode()
         start = FIRST_SLOT + timedelta(minutes=30 * rng.randrange(SLOTS))
         return json.dumps(
             {
-                "departmentId": rng.choice(self.departments),
+                "departmentId": rng.choice(departments),
                 "dateTime": start.isoformat(),
                 "name": "Bench",
             }
@@ -49,8 +64,8 @@ class Outcome:
     ok: int = 0
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
-    # (time.time() when the answer was read, the created resource's id)
-    answered: list[tuple[float, int]] = field(default_factory=list)
+    # (time.time() when the answer was read, the created resource's id, seconds the request took)
+    answered: list[tuple[float, int, float]] = field(default_factory=list)
     cpu_seconds: float = 0.0
 
     def merge(self, other: Outcome) -> None:
@@ -83,10 +98,9 @@ def _client(
     def run(index: int) -> None:
         rng = random.Random(seed * 1000 + index)
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
-        headers = {"Content-Type": "application/json", **target.headers}
         ok = errors = 0
         latencies: list[float] = []
-        answered: list[tuple[float, int]] = []
+        answered: list[tuple[float, int, float]] = []
         while True:
             if rate is not None:
                 with lock:
@@ -99,23 +113,33 @@ def _client(
                     time.sleep(pause)
             elif time.perf_counter() >= deadline:
                 break
-            body = target.body(rng)
+            headers, body = target.request(rng)
+            headers = {"Content-Type": "application/json", **headers}
             sent = time.perf_counter()
-            try:
-                conn.request("POST", parts.path, body, headers)
-                response = conn.getresponse()
-                raw = response.read()
-            except (OSError, http.client.HTTPException):
+            answer: tuple[http.client.HTTPResponse, bytes] | None = None
+            # gunicorn closes a keep-alive connection idle for 2 s, which slow paced loads
+            # leave idle: a request that fails on a reused connection goes once more on a
+            # new one before it counts as an error.
+            for _attempt in range(2):
+                try:
+                    conn.request("POST", parts.path, body, headers)
+                    response = conn.getresponse()
+                    answer = response, response.read()
+                    break
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+            if answer is None:
                 errors += 1
-                conn.close()
-                conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
                 continue
+            response, raw = answer
             now = time.time()
-            latencies.append(time.perf_counter() - sent)
+            took = time.perf_counter() - sent
+            latencies.append(took)
             if 200 <= response.status < 300:
                 ok += 1
                 if keep_ids:
-                    answered.append((now, int(json.loads(raw)["id"])))
+                    answered.append((now, int(json.loads(raw)["id"]), took))
             else:
                 errors += 1
         conn.close()
