@@ -70,6 +70,10 @@ def _log_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+# How long an idle client connection stays open.
+KEEPALIVE_SECONDS = 75
+
+
 def serve(host: str, port: int, workers: int) -> None:
     _shared_metrics_dir()
     _Gunicorn(
@@ -83,5 +87,10 @@ def serve(host: str, port: int, workers: int) -> None:
             "logconfig_dict": _log_config(Settings.from_env()),
             "timeout": 30,
             "graceful_timeout": 10,
+            # gunicorn's 2 s default closes a client's pooled connection between two calls a
+            # few seconds apart, and a POST sent on it just then is lost to the client (not
+            # retried: it may have been received). Longer than the 60 s idle timeout of the
+            # usual load balancers, so that they close first.
+            "keepalive": KEEPALIVE_SECONDS,
         }
     ).run()
