@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from sqlalchemy import ColumnElement, event, func, select, true, tuple_
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from moncreneau.db import snapshot_horizon
 from moncreneau.ids import new_id
@@ -26,6 +26,8 @@ CHANNEL = "moncreneau_events"
 DIRECTED_TO = "moncreneau.directed_to_webhook"
 # `session.info` key: this transaction has appended events (the relays are woken after it).
 _APPENDED = "moncreneau.appended_events"
+# appended and committed: the relays are woken once the connection is back in the pool
+_COMMITTED = "moncreneau.committed_events"
 # How long a reader waits for transactions still open that hold committed events back
 # (usually ones committing at that moment), before it reads what it can.
 READ_WAIT_SECONDS = 2.0
@@ -90,6 +92,15 @@ def _note_events(session: Session, _context: Any, _instances: Any) -> None:
 @event.listens_for(Session, "after_commit")
 def _notify_after_commit(session: Session) -> None:
     if session.info.pop(_APPENDED, False):
+        session.info[_COMMITTED] = True
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _notify_once_released(session: Session, transaction: SessionTransaction) -> None:
+    # Not at the commit itself: the session still holds its connection then, and a second
+    # one for the NOTIFY would need twice the pool (with every thread of a process
+    # committing at once, each waited for a connection none would give back).
+    if transaction.parent is None and session.info.pop(_COMMITTED, False):
         bind = session.get_bind()
         notify_relays(bind if isinstance(bind, Engine) else bind.engine)
 

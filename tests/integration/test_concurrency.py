@@ -429,6 +429,27 @@ def test_an_older_transaction_still_open_holds_back_a_younger_ones_events_until_
             session.close()
 
 
+def test_a_commit_wakes_the_relays_with_the_connection_it_gave_back(
+    app: Flask, org: dict[str, Any], postgres_url: str
+) -> None:
+    """The NOTIFY needs no second connection: with every connection of a pool taken by
+    threads committing at once, each would wait for one that none gives back."""
+    engine = make_engine(postgres_url, pool_size=1, max_overflow=0, pool_timeout=1)
+    listener = engine.pool._creator()  # a connection of its own, outside the pool
+    try:
+        listener.autocommit = True
+        listener.execute(f"LISTEN {store.CHANNEL}")
+        with make_session_factory(engine)() as session:
+            open_transaction_with_event(session, org["id"], "one")
+            session.commit()
+            # the session stays open, as a request's does until its teardown
+            notices = list(listener.notifies(timeout=5, stop_after=1))
+        assert [n.channel for n in notices] == [store.CHANNEL]
+    finally:
+        listener.close()
+        engine.dispose()
+
+
 def test_without_the_horizon_a_reader_would_skip_an_event_committed_late(
     app: Flask, engine: Engine, org: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
