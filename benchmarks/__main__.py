@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import api, commits, delivery, fairness, latency, relay
+from benchmarks import api, commits, delivery, fairness, latency, relay, traffic
 from benchmarks.results import Run, chart, markdown
 
 HERE = Path(__file__).resolve().parent
@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: dict[str, Callable[[Run], None]] = {
     "P1": api.p1,
     "P2": delivery.p2,
+    "P2t": traffic.p2t,
     "P3": delivery.p3,
     "P4": latency.p4,
     "P5": delivery.p5,
@@ -39,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         help="write RESULTS.md and latency.png even for a selection (always for a full run)",
     )
     args = parser.parse_args(argv)
-    unknown = [i for i in args.ids if i.upper() not in BENCHMARKS]
+    named = {b.upper(): b for b in BENCHMARKS}
+    unknown = [i for i in args.ids if i.upper() not in named]
     if unknown:
         parser.error(f"unknown id(s) {unknown}; choose among {list(BENCHMARKS)}")
-    selected = [i.upper() for i in args.ids] or list(BENCHMARKS)
+    selected = [named[i.upper()] for i in args.ids] or list(BENCHMARKS)
     run = Run(quick=args.quick, rounds=args.rounds or (2 if args.quick else 3))
     started = time.monotonic()
     for bench_id in BENCHMARKS:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    func,
     insert,
     or_,
     select,
@@ -139,6 +140,57 @@ def due_for_queue(
             update(Delivery).where(Delivery.id.in_(ids)).values(queued_until=now + QUEUE_LEASE)
         )
     return ids
+
+
+def due_in_turn(session: Session, now: datetime, limit: int) -> list[str]:
+    """Up to `limit` deliveries a worker may claim now, organizations taking turns.
+
+    Open, due, held by no worker, to a live webhook, whatever a queue is said to hold. Each
+    organization's first comes before any organization's second, and within one
+    organization each webhook's first before any webhook's second: B's one delivery is in
+    the next batch even behind A's 20,000. The claim decides (pause, lease, attempts).
+    """
+    in_webhook = (
+        func.row_number()
+        .over(
+            partition_by=Delivery.subscription_id,
+            order_by=(Delivery.next_attempt_at, Delivery.seq),
+        )
+        .label("in_webhook")
+    )
+    due = (
+        select(Delivery.id, Delivery.organization_id, Delivery.next_attempt_at, in_webhook)
+        .join(WebhookSubscription, WebhookSubscription.id == Delivery.subscription_id)
+        .where(_open_and_unheld(now), Delivery.next_attempt_at <= now, *_LIVE)
+        .subquery()
+    )
+    turn = (
+        func.row_number()
+        .over(
+            partition_by=due.c.organization_id, order_by=(due.c.in_webhook, due.c.next_attempt_at)
+        )
+        .label("turn")
+    )
+    ranked = select(due.c.id, due.c.next_attempt_at, turn).subquery()
+    query = select(ranked.c.id).order_by(ranked.c.turn, ranked.c.next_attempt_at).limit(limit)
+    return list(session.scalars(query))
+
+
+def free_of_locks(session: Session, ids: Sequence[str]) -> list[str]:
+    """Those of `ids` no other transaction is claiming right now, locked for this one.
+
+    PostgreSQL only (SQLite has one writer): two workers that picked the same candidates
+    split them instead of queuing on each other's row locks.
+    """
+    if not ids or session.get_bind().dialect.name != "postgresql":
+        return list(ids)
+    query = (
+        select(Delivery.id)
+        .where(Delivery.id.in_(list(ids)))
+        .order_by(Delivery.id)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(query))
 
 
 @dataclass(frozen=True)
