@@ -96,7 +96,8 @@ def warm(ctx: DeliveryContext) -> None:
     """
     try:
         with write_session(ctx.sessions) as db:
-            claim(db, ["msg_none"], clock.now(), ctx.lease)
+            due_in_turn(db, clock.now(), 0)
+            claim(db, free_of_locks(db, ["msg_none"]), clock.now(), ctx.lease)
             db.connection().execute(_ADDRESSES, {"ids": [0]}).all()
             db.rollback()
     except (OperationalError, InterfaceError):
