@@ -44,6 +44,8 @@ WAKE_SLICE = 2.0
 # (seconds), so that an organization with new work waits at most that long for its turn.
 CANDIDATE_BATCHES = 10
 CANDIDATES_FRESH = 0.5
+# and at most this many batches of any one webhook's deliveries in a selection
+PER_WEBHOOK = 2
 
 T = TypeVar("T")
 
@@ -206,7 +208,7 @@ def wake_with(ctx: DeliveryContext, again: Callable[[], None]) -> int:
                 # A whole selection claimed nothing (other workers took it, or the claim
                 # refused it): what is left is not this wake-up's to spin on.
                 return claimed
-            candidates = _patiently(lambda: _select(ctx, batch * CANDIDATE_BATCHES), 0)
+            candidates = _patiently(lambda: _select(ctx, batch), 0)
             if not candidates:
                 return claimed
             selected_at = time.monotonic()
@@ -224,9 +226,9 @@ def wake_with(ctx: DeliveryContext, again: Callable[[], None]) -> int:
             return claimed
 
 
-def _select(ctx: DeliveryContext, limit: int) -> list[str]:
+def _select(ctx: DeliveryContext, batch: int) -> list[str]:
     with write_session(ctx.sessions) as db:
-        ids = due_in_turn(db, clock.now(), limit)
+        ids = due_in_turn(db, clock.now(), batch * CANDIDATE_BATCHES, PER_WEBHOOK * batch)
         db.rollback()
     return ids
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.orm import Session
@@ -25,7 +26,13 @@ from sqlalchemy.orm import Session
 from moncreneau import bulk
 from moncreneau.db import UTCDateTime
 from moncreneau.ids import new_id
-from moncreneau.models import Delivery, DeliveryAttempt, EventRecord, WebhookSubscription
+from moncreneau.models import (
+    OPEN_DELIVERY,
+    Delivery,
+    DeliveryAttempt,
+    EventRecord,
+    WebhookSubscription,
+)
 from moncreneau.outbox import payloads
 from moncreneau.personal import Revealed, open_event
 
@@ -142,28 +149,64 @@ def due_for_queue(
     return ids
 
 
-def due_in_turn(session: Session, now: datetime, limit: int) -> list[str]:
-    """Up to `limit` deliveries a worker may claim now, organizations taking turns.
+def due_in_turn(
+    session: Session, now: datetime, limit: int, per_webhook: int | None = None
+) -> list[str]:
+    """Up to `limit` deliveries a worker may claim now (`per_webhook` at most of any one
+    webhook's), organizations taking turns.
 
     Open, due, held by no worker, to a live webhook, whatever a queue is said to hold. Each
     organization's first comes before any organization's second, and within one
     organization each webhook's first before any webhook's second: B's one delivery is in
     the next batch even behind A's 20,000. The claim decides (pause, lease, attempts).
     """
-    in_webhook = (
-        func.row_number()
-        .over(
+    if session.get_bind().dialect.name == "postgresql":
+        # Each live webhook's first few, read from its index of open deliveries: the cost
+        # follows the webhooks and the limits, not the whole backlog.
+        first = (
+            select(Delivery.id, Delivery.organization_id, Delivery.next_attempt_at)
+            .where(
+                Delivery.subscription_id == WebhookSubscription.id,
+                # the index's own predicate, spelled as it is, for the planner to match
+                text(f"deliveries.{OPEN_DELIVERY}"),
+                or_(Delivery.locked_until.is_(None), Delivery.locked_until < now),
+                Delivery.next_attempt_at <= now,
+            )
+            .order_by(Delivery.next_attempt_at)
+            .limit(per_webhook or limit)
+            .lateral()
+        )
+        in_webhook = func.row_number().over(
+            partition_by=WebhookSubscription.id, order_by=first.c.next_attempt_at
+        )
+        due = (
+            select(
+                first.c.id,
+                first.c.organization_id,
+                first.c.next_attempt_at,
+                in_webhook.label("in_webhook"),
+            )
+            .select_from(WebhookSubscription)
+            .join(first, true())
+            .where(*_LIVE)
+            .subquery()
+        )
+    else:
+        in_webhook = func.row_number().over(
             partition_by=Delivery.subscription_id,
             order_by=(Delivery.next_attempt_at, Delivery.seq),
         )
-        .label("in_webhook")
-    )
-    due = (
-        select(Delivery.id, Delivery.organization_id, Delivery.next_attempt_at, in_webhook)
-        .join(WebhookSubscription, WebhookSubscription.id == Delivery.subscription_id)
-        .where(_open_and_unheld(now), Delivery.next_attempt_at <= now, *_LIVE)
-        .subquery()
-    )
+        due = (
+            select(
+                Delivery.id,
+                Delivery.organization_id,
+                Delivery.next_attempt_at,
+                in_webhook.label("in_webhook"),
+            )
+            .join(WebhookSubscription, WebhookSubscription.id == Delivery.subscription_id)
+            .where(_open_and_unheld(now), Delivery.next_attempt_at <= now, *_LIVE)
+            .subquery()
+        )
     turn = (
         func.row_number()
         .over(
@@ -171,7 +214,11 @@ def due_in_turn(session: Session, now: datetime, limit: int) -> list[str]:
         )
         .label("turn")
     )
-    ranked = select(due.c.id, due.c.next_attempt_at, turn).subquery()
+    ranked = (
+        select(due.c.id, due.c.next_attempt_at, turn)
+        .where(due.c.in_webhook <= (per_webhook or limit))
+        .subquery()
+    )
     query = select(ranked.c.id).order_by(ranked.c.turn, ranked.c.next_attempt_at).limit(limit)
     return list(session.scalars(query))
 
