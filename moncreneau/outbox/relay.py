@@ -2,9 +2,10 @@
 
 The database is the source of truth. A delivery exists as a row before any worker is woken
 for it, and the sweeper wakes the workers again for whatever is due and held by nobody, so
-a lost wake-up or a dead worker only delays a delivery. Relays may run side by side: the position's row
-lock admits one at a time (between the chunks of a large fan-out another may take over),
-and (event, subscription) is unique among deliveries, so no delivery is created twice.
+a lost wake-up or a dead worker only delays a delivery. Relays may run side by side: the
+position's row lock admits one at a time (between the chunks of a large fan-out another may
+take over), and (event, subscription) is unique among deliveries, so no delivery is created
+twice.
 """
 
 from __future__ import annotations
