@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import api, commits, delivery, fairness, latency, relay
+from benchmarks import api, commits, delivery, fairness, latency, relay, traffic
 from benchmarks.results import Run, chart, markdown
 
 HERE = Path(__file__).resolve().parent
@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: dict[str, Callable[[Run], None]] = {
     "P1": api.p1,
     "P2": delivery.p2,
+    "P2t": traffic.p2t,
     "P3": delivery.p3,
     "P4": latency.p4,
     "P4r": latency.p4r,

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from moncreneau.db import make_engine, make_session_factory, write_session
+from moncreneau.delivery.queueing import wake_mark
 from moncreneau.integrator.listen import api_call
 from moncreneau.outbox import store
 from tests import services
@@ -114,6 +115,7 @@ def forget_queue(name: str) -> None:
     for key in client.scan_iter(f"rq:*{name}*", count=1000):
         client.delete(key)
     client.srem("rq:queues", f"rq:queue:{name}")
+    client.delete(wake_mark(name))
 
 
 # --- processes --------------------------------------------------------------------------

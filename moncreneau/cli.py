@@ -109,9 +109,9 @@ def run_command(host: str, port: int) -> None:
         # The one-process mode is for development: receivers on this machine are the point.
         rt.settings = rt.settings.replace(allow_private_urls=True)
     settings = rt.settings
-    # The same relay and delivery job as the production processes, fed by a thread.
+    # The same relay and wake-up job as the production processes, run by a thread.
     context = jobs.install(settings, rt.sessions)
-    rt.queue = InlineQueue(settings, partial(jobs.deliver_with, context))
+    rt.queue = InlineQueue(settings, partial(jobs.wake_with, context))
     stop = threading.Event()
     chores = Housekeeper(rt.sessions, settings, rt.vault)
     threading.Thread(

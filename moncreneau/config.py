@@ -240,7 +240,7 @@ class Settings:
     max_webhooks_per_organization: int = _setting(
         100, "MONCRENEAU_MAX_WEBHOOKS_PER_ORGANIZATION", _whole(1)
     )
-    # events claimed per relay transaction; deliveries per queued job
+    # events claimed per relay transaction; deliveries a woken worker claims at a time
     relay_batch: int = _setting(500, "MONCRENEAU_RELAY_BATCH", _whole(1))
     job_batch: int = _setting(100, "MONCRENEAU_JOB_BATCH", _whole(1))
     queue_name: str = _setting("moncreneau-deliveries", "MONCRENEAU_QUEUE_NAME", _text)

@@ -1,4 +1,8 @@
-"""The queued job: `deliver(delivery_ids)`, run by RQ workers or in-process in embedded mode."""
+"""The queued jobs, run by RQ workers or in-process in embedded mode.
+
+`wake()` claims due deliveries from the database in batches until none is left;
+`deliver(delivery_ids)` claims the given ones (jobs a previous version queued).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import TypeVar
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -19,8 +24,15 @@ from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory, write_session
 from moncreneau.delivery.dispatcher import Dispatcher
 from moncreneau.delivery.endpoints import secrets_of
-from moncreneau.delivery.queueing import make_queue
-from moncreneau.delivery.store import BY_APPOINTMENT, QUEUE_LEASE, Claimed, claim
+from moncreneau.delivery.queueing import RedisQueue, make_queue
+from moncreneau.delivery.store import (
+    BY_APPOINTMENT,
+    QUEUE_LEASE,
+    Claimed,
+    claim,
+    due_in_turn,
+    free_of_locks,
+)
 from moncreneau.models import WebhookSubscription
 from moncreneau.secretbox import SecretBox, resolve_key
 
@@ -32,6 +44,17 @@ log = logging.getLogger(__name__)
 OUTAGE_PATIENCE = QUEUE_LEASE / 2
 # Opened webhook secrets kept in memory per process.
 SECRETS_KEPT = 10_000
+# A wake-up returns after this long (seconds), asking for another if it was still finding
+# work: RQ's job timeout and a worker's warm shutdown only ever wait for short jobs.
+WAKE_SLICE = 2.0
+# Candidates are selected this many batches at a time, and again once used up or this old
+# (seconds), so that an organization with new work waits at most that long for its turn.
+CANDIDATE_BATCHES = 10
+CANDIDATES_FRESH = 0.5
+# and at most this many batches of any one webhook's deliveries in a selection
+PER_WEBHOOK = 2
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -83,7 +106,8 @@ def warm(ctx: DeliveryContext) -> None:
     """
     try:
         with write_session(ctx.sessions) as db:
-            claim(db, ["msg_none"], clock.now(), ctx.lease)
+            due_in_turn(db, clock.now(), 0)
+            claim(db, free_of_locks(db, ["msg_none"]), clock.now(), ctx.lease)
             db.connection().execute(_ADDRESSES, {"ids": [0]}).all()
             db.rollback()
     except (OperationalError, InterfaceError):
@@ -136,21 +160,100 @@ def deliver(delivery_ids: list[str]) -> int:
 
 
 def deliver_with(ctx: DeliveryContext, delivery_ids: list[str]) -> int:
+    return _patiently(lambda: _claim_and_send(ctx, delivery_ids), len(delivery_ids))
+
+
+def _patiently(step: Callable[[], T], waiting: int) -> T:
+    """`step`, tried again while the database is unavailable, for OUTAGE_PATIENCE at most."""
     deadline = time.monotonic() + OUTAGE_PATIENCE.total_seconds()
     pause = 0.5
     while True:
         try:
-            return _claim_and_send(ctx, delivery_ids)
+            return step()
         except (OperationalError, InterfaceError):
             if time.monotonic() + pause > deadline:
                 raise
-            log.warning("database unavailable; %d deliveries wait for it", len(delivery_ids))
+            log.warning("database unavailable; %d deliveries wait for it", waiting)
             time.sleep(pause)
             pause = min(pause * 2, 4.0)
 
 
-def _claim_and_send(ctx: DeliveryContext, delivery_ids: list[str]) -> int:
+_queues: dict[str, RedisQueue] = {}
+
+
+def _wakeups(settings: Settings, queue_name: str) -> RedisQueue:
+    queue = _queues.get(queue_name)
+    if queue is None:
+        queue = _queues[queue_name] = RedisQueue(settings.replace(queue_name=queue_name))
+    return queue
+
+
+def wake(queue_name: str | None = None) -> int:
+    """A wake-up: claim due deliveries from the database and start sending them, a batch at
+    a time, while there are any (for WAKE_SLICE at most). Returns how many were claimed.
+
+    At most one wake-up waits per queue; one that claims a full batch asks for another, so
+    that every idle worker joins in a backlog.
+    """
+    ctx = context()
+    wakeups = _wakeups(ctx.settings, queue_name or ctx.settings.queue_name)
+    wakeups.woken()
+    return wake_with(ctx, wakeups.wake)
+
+
+def wake_with(ctx: DeliveryContext, again: Callable[[], None]) -> int:
+    """Claim and send what is due until none is left; `again` asks for another wake-up."""
+    batch = ctx.settings.job_batch
+    deadline = time.monotonic() + WAKE_SLICE
+    claimed = 0
+    asked = False
+    candidates: list[str] = []
+    selected_at = 0.0
+    progress = True
+
+    def ask() -> None:
+        try:
+            again()
+        except Exception:
+            log.warning("could not ask for another wake-up; the sweeper will")
+
+    while True:
+        if not candidates or time.monotonic() - selected_at > CANDIDATES_FRESH:
+            if not progress:
+                # A whole selection claimed nothing (other workers took it, or the claim
+                # refused it): what is left is not this wake-up's to spin on.
+                return claimed
+            candidates = _patiently(lambda: _select(ctx, batch), 0)
+            if not candidates:
+                return claimed
+            selected_at = time.monotonic()
+            progress = False
+        ids, candidates = candidates[:batch], candidates[batch:]
+        taken = _patiently(functools.partial(_claim_and_send, ctx, ids, skip_locked=True), len(ids))
+        claimed += taken
+        progress = progress or taken > 0
+        if taken == batch and not asked:
+            asked = True
+            ask()
+        if time.monotonic() > deadline:
+            if progress:
+                ask()
+            return claimed
+
+
+def _select(ctx: DeliveryContext, batch: int) -> list[str]:
     with write_session(ctx.sessions) as db:
+        ids = due_in_turn(db, clock.now(), batch * CANDIDATE_BATCHES, PER_WEBHOOK * batch)
+        db.rollback()
+    return ids
+
+
+def _claim_and_send(
+    ctx: DeliveryContext, delivery_ids: list[str], skip_locked: bool = False
+) -> int:
+    with write_session(ctx.sessions) as db:
+        if skip_locked:
+            delivery_ids = free_of_locks(db, delivery_ids)
         claimed = claim(db, delivery_ids, clock.now(), ctx.lease)
         claimed = _address(db, ctx, claimed) if claimed else []
         db.commit()

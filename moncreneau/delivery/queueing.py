@@ -1,9 +1,14 @@
-"""Handing delivery ids to whoever sends them: RQ in production, a thread in embedded mode."""
+"""Waking whoever sends deliveries: RQ workers in production, a thread in embedded mode.
+
+What is due is in the database; the queue only carries wake-ups, at most one pending per
+queue, so a worker's cost per delivery does not depend on how deliveries were created.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Protocol
@@ -16,7 +21,12 @@ from moncreneau.config import Settings
 
 log = logging.getLogger(__name__)
 
+# Jobs of delivery ids, as the previous version queued them: still run after an upgrade.
 JOB = "moncreneau.delivery.jobs.deliver"
+WAKE = "moncreneau.delivery.jobs.wake"
+# A pending wake-up's mark outlives a lost job at most this long (seconds); the sweeper then
+# wakes the workers again.
+WAKE_MARK_SECONDS = 30
 
 
 @cache
@@ -27,67 +37,92 @@ def redis_connection(url: str) -> Redis:
     )
 
 
-def chunks(ids: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
-
-
 class DeliveryQueue(Protocol):
-    def enqueue(self, delivery_ids: list[str]) -> None: ...
+    def enqueue(self, delivery_ids: list[str]) -> None:
+        """These deliveries are ready: make sure a wake-up is pending (the ids are not sent)."""
+        ...
+
+    def wake(self) -> None: ...
 
     def backlog(self) -> int:
         """Jobs waiting to be taken."""
         ...
 
 
+def wake_mark(queue_name: str) -> str:
+    return f"moncreneau:wake:{queue_name}"
+
+
 class RedisQueue:
-    """Jobs of up to `job_batch` ids each; arguments are JSON, never pickles."""
+    """Wake-up jobs, one pending at most (a mark set with SET NX); arguments are JSON."""
 
     def __init__(self, settings: Settings) -> None:
         assert settings.redis_url
-        self._batch = settings.job_batch
         self.queue = rq_queue(settings.redis_url, settings.queue_name)
+        self._mark = wake_mark(settings.queue_name)
 
     def enqueue(self, delivery_ids: list[str]) -> None:
-        if not delivery_ids:
-            return
-        jobs = [
-            Queue.prepare_data(JOB, args=(chunk,), result_ttl=0, failure_ttl=86400)
-            for chunk in chunks(delivery_ids, self._batch)
-        ]
-        self.queue.enqueue_many(jobs)
+        if delivery_ids:
+            self.wake()
+
+    def wake(self) -> None:
+        # Whoever sets the mark queues the job; the job clears it when it starts, then looks
+        # at the database, so whatever is committed before a failed SET NX is seen.
+        if self.queue.connection.set(self._mark, 1, nx=True, ex=WAKE_MARK_SECONDS):
+            job = Queue.prepare_data(WAKE, args=(self.queue.name,), result_ttl=0, failure_ttl=86400)
+            self.queue.enqueue_many([job])
+
+    def woken(self) -> None:
+        """A wake-up starts: the next one asked for is queued."""
+        self.queue.connection.delete(self._mark)
 
     def backlog(self) -> int:
         return int(self.queue.count)
 
 
 class InlineQueue:
-    """Embedded mode: the same job, run by one background thread of this process."""
+    """Embedded mode: the same wake-up, run by one background thread of this process.
 
-    def __init__(self, settings: Settings, deliver: Callable[[list[str]], int]) -> None:
-        self._batch = settings.job_batch
-        self._deliver = deliver
+    `wake` runs one wake-up; it is given the function that asks for another.
+    """
+
+    def __init__(self, settings: Settings, wake: Callable[[Callable[[], None]], int]) -> None:
+        self._wake = wake
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="deliver")
+        self._lock = threading.Lock()
+        self._pending = False
 
     def enqueue(self, delivery_ids: list[str]) -> None:
-        for chunk in chunks(delivery_ids, self._batch):
-            self._executor.submit(self._run, chunk)
+        if delivery_ids:
+            self.wake()
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._pending:
+                return
+            self._pending = True
+        self._executor.submit(self._run)
 
     def backlog(self) -> int:
         return self._executor._work_queue.qsize()
 
-    def _run(self, ids: list[str]) -> None:
+    def _run(self) -> None:
+        with self._lock:
+            self._pending = False
         try:
-            self._deliver(ids)
+            self._wake(self.wake)
         except Exception:
-            # The deliveries stay due in the database; the sweeper queues them again.
-            log.exception("delivering %d deliveries failed", len(ids))
+            # The deliveries stay due in the database; the sweeper wakes this thread again.
+            log.exception("delivering due deliveries failed")
 
 
 class SweeperOnly:
-    """An API without Redis queues nothing: the relay's sweeper picks deliveries up."""
+    """An API without Redis queues nothing: the relay's sweeper wakes the workers."""
 
     def enqueue(self, delivery_ids: list[str]) -> None:
+        return None
+
+    def wake(self) -> None:
         return None
 
     def backlog(self) -> int:

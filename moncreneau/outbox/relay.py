@@ -1,10 +1,11 @@
 """The relay: reads the event log after its position and creates one delivery per subscriber.
 
-The database is the source of truth. A delivery exists as a row before its id is queued,
-and the sweeper queues again whatever is due and held by nobody, so a lost queue message
-or a dead worker only delays a delivery. Relays may run side by side: the position's row
-lock admits one at a time (between the chunks of a large fan-out another may take over),
-and (event, subscription) is unique among deliveries, so no delivery is created twice.
+The database is the source of truth. A delivery exists as a row before any worker is woken
+for it, and the sweeper wakes the workers again for whatever is due and held by nobody, so
+a lost wake-up or a dead worker only delays a delivery. Relays may run side by side: the
+position's row lock admits one at a time (between the chunks of a large fan-out another may
+take over), and (event, subscription) is unique among deliveries, so no delivery is created
+twice.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 RELAY = "relay"
 # Deliveries created per transaction, whatever the fan-out: keeps transactions short.
 MAX_DELIVERIES_PER_BATCH = 10_000
-# The sweeper queues nothing while this many jobs wait (workers down or far behind).
+# The sweeper wakes no one while this many jobs wait (workers down or far behind).
 MAX_QUEUED_JOBS = 1000
 # Payload retention and automatic erasure look for work this often, a batch at a time.
 RETENTION_SECONDS = 60.0

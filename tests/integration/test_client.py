@@ -57,7 +57,7 @@ def delivering(app: Flask, settings: Settings) -> Iterator[None]:
     """Deliveries the API queues are sent by a thread of this process, as `moncreneau run` does."""
     rt = app.extensions["moncreneau"]
     context = jobs.DeliveryContext(settings, rt.sessions, rt.box, Dispatcher(rt.sessions, settings))
-    rt.queue = InlineQueue(settings, partial(jobs.deliver_with, context))
+    rt.queue = InlineQueue(settings, partial(jobs.wake_with, context))
     yield
     assert context.dispatcher.drain(10)
 

@@ -274,3 +274,32 @@ def _analyzed_claim(engine: Engine, ids: list[str]) -> str:
         plan = "\n".join(r[0] for r in rows)
         conn.rollback()
     return plan
+
+
+def test_candidates_leave_out_deliveries_waiting_for_their_turn(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings
+) -> None:
+    """A wake-up's candidates: only what the claim would take, so that an appointment held
+    back by its first delivery does not fill a webhook's places while others are due."""
+    ordered = _hook(api, "ordered", ordering="appointment")
+    first = _book_move_cancel(api, department, 9)
+    second = _book_move_cancel(api, department, 11)
+    relay.relay_once(_sessions(app), settings)
+    rows = _deliveries(app, ordered)
+    creations = {d.id for d in rows if d.event_type == "appointment.created"}
+
+    with write_session(_sessions(app)) as db:
+        # one place per webhook: the first appointment's later deliveries must not take it
+        picked = store.due_in_turn(db, datetime.now(UTC), 10, per_webhook=2)
+        db.rollback()
+    assert set(picked) == creations
+    claimed = _claim(app, picked)
+    assert {c.appointment_id for c in claimed} == {first, second}
+
+    _settle(app, next(c for c in claimed if c.appointment_id == first), store.SUCCEEDED)
+    with write_session(_sessions(app)) as db:
+        picked = store.due_in_turn(db, datetime.now(UTC), 10)
+        db.rollback()
+    assert [(d.appointment_id, d.event_type) for d in rows if d.id in picked] == [
+        (first, "appointment.updated")
+    ]

@@ -1,0 +1,131 @@
+"""A wake-up claims due deliveries from the database in batches, organizations in turn."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select, update
+
+from moncreneau.config import Settings
+from moncreneau.db import write_session
+from moncreneau.delivery import jobs, store
+from moncreneau.delivery.dispatcher import Dispatcher
+from moncreneau.models import Delivery, WebhookSubscription
+from moncreneau.outbox import relay
+from moncreneau.secretbox import SecretBox, resolve_key
+from tests.conftest import Api, new_organization
+from tests.receiver import Receiver, start_receiver
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = start_receiver()
+    yield rec
+    rec.server.shutdown()
+
+
+def _sessions(app: Flask) -> Any:
+    return app.extensions["moncreneau"].sessions
+
+
+def _book(api: Api, count: int, name: str) -> None:
+    department = api.post(
+        "/departments", {"name": name, "timezone": "UTC", "slotMinutes": 30, "capacity": 100}
+    ).json
+    for n in range(count):
+        made = {"departmentId": department["id"], "dateTime": "2026-04-01T09:00:00", "name": n}
+        assert api.post("/appointments", {**made, "name": f"{name}{n}"}).status_code == 201
+
+
+def _relay_all(app: Flask, settings: Settings) -> None:
+    while relay.relay_once(_sessions(app), settings)[0]:
+        pass
+
+
+def _organization_of(app: Flask, ids: list[str]) -> list[tuple[int, int]]:
+    with write_session(_sessions(app)) as db:
+        rows = db.execute(
+            select(Delivery.id, Delivery.organization_id, Delivery.subscription_id).where(
+                Delivery.id.in_(ids)
+            )
+        ).all()
+        db.rollback()
+    found = {r.id: (r.organization_id, r.subscription_id) for r in rows}
+    return [found[i] for i in ids]
+
+
+def test_candidates_take_organizations_then_webhooks_in_turn(
+    app: Flask, api: Api, receiver: Receiver, settings: Settings
+) -> None:
+    """A's 40 deliveries were created before B's one: B's is among the first three."""
+    for path in ("a1", "a2"):
+        api.post("/webhooks", {"url": receiver.url(path), "events": ["*"]})
+    _book(api, 20, "A")
+    _relay_all(app, settings)
+    b = Api(app.test_client(), new_organization(app, "B")["apiKey"])
+    b.post("/webhooks", {"url": receiver.url("b"), "events": ["*"]})
+    _book(b, 1, "B")
+    _relay_all(app, settings)
+    with write_session(_sessions(app)) as db:
+        first = store.due_in_turn(db, datetime.now(UTC), 3)
+        everything = store.due_in_turn(db, datetime.now(UTC), 100)
+        db.rollback()
+    assert len(everything) == 41
+    picked = _organization_of(app, first)
+    # A's first, B's first, then A's first on its other webhook.
+    assert len({org for org, _hook in picked}) == 2, "B's delivery waits behind A's"
+    assert len({hook for _org, hook in picked}) == 3
+
+
+def _context(app: Flask, settings: Settings) -> jobs.DeliveryContext:
+    sessions = _sessions(app)
+    return jobs.DeliveryContext(
+        settings, sessions, SecretBox(resolve_key(settings)), Dispatcher(sessions, settings)
+    )
+
+
+def test_a_wake_up_sends_all_that_is_due_asks_for_help_once_and_stops(
+    app: Flask, api: Api, receiver: Receiver, settings: Settings
+) -> None:
+    api.post("/webhooks", {"url": receiver.url("all"), "events": ["*"]})
+    _book(api, 23, "A")
+    _relay_all(app, settings)
+    ctx = _context(app, settings.replace(job_batch=5))
+    asked: list[int] = []
+    assert jobs.wake_with(ctx, lambda: asked.append(1)) == 23
+    # A full batch asks for another wake-up (for other workers), once.
+    assert asked == [1]
+    assert ctx.dispatcher.drain(20)
+    assert len(receiver.at("all")) == 23
+    # Nothing is due any more: the next wake-up claims nothing and asks for nothing.
+    assert jobs.wake_with(ctx, lambda: asked.append(2)) == 0
+    assert asked == [1]
+
+
+def test_a_wake_up_leaves_a_paused_webhooks_deliveries_to_the_pause_without_spinning(
+    app: Flask, api: Api, receiver: Receiver, settings: Settings
+) -> None:
+    hook = api.post("/webhooks", {"url": receiver.url("paused"), "events": ["*"]}).json
+    _book(api, 3, "A")
+    _relay_all(app, settings)
+    until = datetime.now(UTC) + timedelta(minutes=5)
+    with write_session(_sessions(app)) as db:
+        db.execute(
+            update(WebhookSubscription)
+            .where(WebhookSubscription.id == hook["id"])
+            .values(paused_until=until)
+        )
+        db.commit()
+    ctx = _context(app, settings)
+    assert jobs.wake_with(ctx, lambda: None) == 0
+    with write_session(_sessions(app)) as db:
+        assert store.due_in_turn(db, datetime.now(UTC), 10) == []
+        waiting = list(db.scalars(select(Delivery.next_attempt_at)))
+        db.rollback()
+    assert len(waiting) == 3
+    assert all(at >= until - timedelta(seconds=1) for at in waiting)
+    assert receiver.at("paused") == []
