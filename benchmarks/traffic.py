@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from itertools import cycle
 
-from benchmarks.fairness import _book, _organization
+from benchmarks.fairness import _book
 from benchmarks.harness import Pipeline, Receiver, Spread, pipeline, receiver, wait_until
 from benchmarks.results import Row, Run
 from benchmarks.sending import arrival_span, raw_rate, sample_body
@@ -18,7 +18,7 @@ CLIENTS = 4
 def _tenants(pipe: Pipeline, rec: Receiver, hooks: int) -> list[tuple[str, int]]:
     """Ten organizations, each with a department and `hooks` webhooks to the fast endpoint."""
     tenants = [(pipe.key, pipe.departments[0])]
-    tenants += [_organization(pipe, f"Org {n}") for n in range(1, ORGANIZATIONS)]
+    tenants += [pipe.add_organization(f"Org {n}") for n in range(1, ORGANIZATIONS)]
     for n, (key, _) in enumerate(tenants):
         for k in range(hooks):
             body = {"url": rec.url("fast", f"o{n}-{k}"), "events": ["*"]}

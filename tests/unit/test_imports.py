@@ -86,3 +86,10 @@ def test_the_delivery_machinery_never_imports_the_api_packages() -> None:
         if line.lstrip().startswith(("from ", "import ")) and any(name in line for name in api)
     ]
     assert offenders == []
+
+
+def test_every_benchmark_module_imports_first_in_a_clean_interpreter() -> None:
+    """The benchmarks run only on demand: a broken import would show only then."""
+    modules = [f"benchmarks.{p.stem}" for p in sorted((PACKAGE.parent / "benchmarks").glob("*.py"))]
+    assert "benchmarks.__main__" in modules
+    assert _import_failures(modules) == {}
