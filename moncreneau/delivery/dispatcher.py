@@ -38,6 +38,9 @@ HEALTHY_ROUNDS = 4
 # whose endpoint is timing out, or has not answered for this long, after a whole timeout,
 # when its requests free a slot at best.
 RELEASE_DELAY = timedelta(seconds=1)
+# How long a job waits for a place behind a host, organization or endpoint that has not
+# answered yet (seconds, from its first request), before it hands the delivery back.
+FIRST_ANSWER_WAIT = 0.2
 # Where `Dispatcher._line_up` puts a delivery, when it does not hand it back.
 _START, _QUEUED = "start", "queued"
 
@@ -202,10 +205,16 @@ class Dispatcher:
                     return self._stalled_delay
             # An endpoint (or host, or organization) that answers frees a place soon: wait
             # for it rather than send the rest of the job back to the database; one that
-            # stays quiet that long is stalled, and what does not fit goes back. One that
-            # has not answered yet may never: waiting on it would hold up the whole job.
-            remaining = min(deadline, full.silent_from) - self._monotonic()
-            if remaining <= 0 or full.answered_at is None:
+            # stays quiet that long is stalled, and what does not fit goes back.
+            until = min(deadline, full.silent_from)
+            if full.answered_at is None:
+                # It may never answer, and waiting on it would hold up the whole job; but its
+                # first requests may just be out: a fast host answers them in a moment, and
+                # what is handed back now would wait a whole RELEASE_DELAY (a fan-out's first
+                # burst: twice as long as the rest of it). One that hangs costs this once.
+                until = min(until, full.since + FIRST_ANSWER_WAIT)
+            remaining = until - self._monotonic()
+            if remaining <= 0:
                 return RELEASE_DELAY
             # What this job started already must run, or nothing makes room.
             self._start_soon(starting)

@@ -318,3 +318,17 @@ def test_an_organization_with_many_hanging_webhooks_leaves_room_for_another_on_t
     assert dispatcher.in_flight >= SHARE
     assert len(receiver.at("hang")) == SHARE
     assert dispatcher.drain(TIMEOUT + 5)
+
+
+def test_a_burst_beyond_an_organizations_share_waits_a_moment_for_its_first_answers(
+    receiver: Receiver, tmp_path: Path, sqlite_template: Path, monotonic: Monotonic
+) -> None:
+    """A fan-out to a host that answers: what does not fit in the organization's share while
+    its first requests are out goes as they are answered, not back to the database for
+    RELEASE_DELAY (which made a 1,000-webhook fan-out take three times as long)."""
+    dispatcher, released = _fair_dispatcher(tmp_path, sqlite_template, monotonic)
+    url = receiver.on("ok", answer(200))
+    dispatcher.submit([_claimed(n, url, 60, subscription_id=n) for n in range(SLOTS)])
+    receiver.wait_for(lambda got: len(got) == SLOTS)
+    assert released == []
+    assert dispatcher.drain(SETTLED)
