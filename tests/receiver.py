@@ -117,6 +117,13 @@ def stream(
     return behave
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a worker opening a hundred connections at
+    # once saw most of them wait for SYN retries (1 s, then 3 s), as no real server does.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 @dataclass
 class Receiver:
     server: ThreadingHTTPServer
@@ -178,8 +185,7 @@ def start_receiver(port: int = 0, host: str = "127.0.0.1") -> Receiver:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = _Server((host, port), Handler)
     receiver = Receiver(server)
     holder.append(receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
