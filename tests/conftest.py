@@ -130,6 +130,22 @@ class Api:
         return self._call("DELETE", path, **kwargs)
 
 
+def book_move_cancel(
+    api: Api, department: dict[str, Any], hour: int, name: str = "P", day: str = "2026-05-04"
+) -> int:
+    """Book an appointment at `hour`, move it half an hour later, cancel it: three events."""
+    made = api.post(
+        "/appointments",
+        {"departmentId": department["id"], "dateTime": f"{day}T{hour:02d}:00:00", "name": name},
+    )
+    assert made.status_code == 201, made.json
+    appointment: int = made.json["id"]
+    moved = {"dateTime": f"{day}T{hour:02d}:30:00"}
+    assert api.patch(f"/appointments/{appointment}", moved).status_code == 200
+    assert api.post(f"/appointments/{appointment}/cancel", {"reason": "x"}).status_code == 200
+    return appointment
+
+
 def new_organization(app: Flask, name: str = "Clinique Exemple") -> dict[str, Any]:
     factory = make_session_factory(app.extensions["moncreneau"].sessions.kw["bind"])
     with factory() as db:

@@ -6,7 +6,7 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.conftest import Api
+from tests.conftest import Api, book_move_cancel
 from tests.e2e.conftest import Processes
 from tests.receiver import Behaviour, Received, Receiver, answer
 from tests.services import wait_until
@@ -14,23 +14,6 @@ from tests.services import wait_until
 SLOW, OTHER = "Slow Patient", "Other Patient"
 # Quick retries, and enough of them to outlast the other appointment's deliveries.
 SCHEDULE = ",".join(["0.3"] * 30)
-
-
-def _book_move_cancel(api: Api, department: dict[str, Any], name: str, hour: int) -> int:
-    made = api.post(
-        "/appointments",
-        {
-            "departmentId": department["id"],
-            "dateTime": f"2026-06-01T{hour:02d}:00:00",
-            "name": name,
-        },
-    )
-    assert made.status_code == 201
-    appointment: int = made.json["id"]
-    moved = {"dateTime": f"2026-06-01T{hour:02d}:30:00"}
-    assert api.patch(f"/appointments/{appointment}", moved).status_code == 200
-    assert api.post(f"/appointments/{appointment}/cancel", {"reason": "x"}).status_code == 200
-    return appointment
 
 
 def _of(requests: list[Received], name: str) -> list[str]:
@@ -73,8 +56,8 @@ def test_an_ordered_webhook_gets_an_appointments_events_in_order_despite_failure
     assert made.status_code == 201 and made.json["ordering"] == "appointment"
     assert api.post("/webhooks", {"url": plain, "events": ["*"]}).json["ordering"] == "none"
 
-    _book_move_cancel(api, department, SLOW, 9)
-    _book_move_cancel(api, department, OTHER, 11)
+    book_move_cancel(api, department, 9, SLOW, "2026-06-01")
+    book_move_cancel(api, department, 11, OTHER, "2026-06-01")
 
     receiver.wait_for(lambda _: len(_of(receiver.at("ordered"), OTHER)) == 3)
     other_done.set()
@@ -112,7 +95,7 @@ def test_a_dead_delivery_lets_the_next_of_its_appointment_go(
     url = receiver.on("ordered", _fail_slow_creation_until(never))
     hook = api.post("/webhooks", {"url": url, "events": ["*"], "ordering": "appointment"}).json
 
-    _book_move_cancel(api, department, SLOW, 9)
+    book_move_cancel(api, department, 9, SLOW, "2026-06-01")
 
     receiver.wait_for(lambda _: _of(receiver.at("ordered"), SLOW)[-1:] == ["appointment.cancelled"])
     assert _of(receiver.at("ordered"), SLOW) == ["appointment.created"] * 3 + EVENTS[1:]

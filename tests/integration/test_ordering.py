@@ -16,7 +16,7 @@ from moncreneau.delivery import store
 from moncreneau.models import Delivery
 from moncreneau.ops.housekeeping import keep_house
 from moncreneau.outbox import relay
-from tests.conftest import Api
+from tests.conftest import Api, book_move_cancel
 
 LEASE = timedelta(seconds=60)
 
@@ -30,19 +30,6 @@ def _hook(api: Api, path: str, **extra: Any) -> int:
     assert made.status_code == 201, made.json
     hook: int = made.json["id"]
     return hook
-
-
-def _book_move_cancel(api: Api, department: dict[str, Any], hour: int) -> int:
-    made = api.post(
-        "/appointments",
-        {"departmentId": department["id"], "dateTime": f"2026-05-04T{hour:02d}:00:00", "name": "P"},
-    )
-    assert made.status_code == 201
-    appointment: int = made.json["id"]
-    moved = {"dateTime": f"2026-05-04T{hour:02d}:30:00"}
-    assert api.patch(f"/appointments/{appointment}", moved).status_code == 200
-    assert api.post(f"/appointments/{appointment}/cancel", {"reason": "x"}).status_code == 200
-    return appointment
 
 
 def _deliveries(app: Flask, hook: int) -> list[Delivery]:
@@ -88,8 +75,8 @@ def test_an_appointments_next_delivery_waits_until_the_one_before_succeeded(
 ) -> None:
     ordered = _hook(api, "ordered", ordering="appointment")
     unordered = _hook(api, "unordered")
-    first = _book_move_cancel(api, department, 9)
-    second = _book_move_cancel(api, department, 11)
+    first = book_move_cancel(api, department, 9)
+    second = book_move_cancel(api, department, 11)
     relay.relay_once(_sessions(app), settings)
     rows = _deliveries(app, ordered)
     assert [(d.appointment_id, d.event_type) for d in rows] == [
@@ -127,7 +114,7 @@ def test_a_dead_delivery_lets_the_next_one_go(
     app: Flask, api: Api, department: dict[str, Any], settings: Settings
 ) -> None:
     hook = _hook(api, "ordered", ordering="appointment")
-    _book_move_cancel(api, department, 9)
+    book_move_cancel(api, department, 9)
     relay.relay_once(_sessions(app), settings)
     ids = [d.id for d in _deliveries(app, hook)]
     [created] = _claim(app, ids)
@@ -143,7 +130,7 @@ def test_settling_lifts_the_queue_lease_of_the_next_delivery_only(
     lifts it, in the same transaction, and names it for the worker to queue; were that
     lost, the sweeper queues it at its next round."""
     hook = _hook(api, "ordered", ordering="appointment")
-    _book_move_cancel(api, department, 9)
+    book_move_cancel(api, department, 9)
     relay.relay_once(_sessions(app), settings)
     rows = _deliveries(app, hook)
     assert all(d.queued_until is not None for d in rows), "the relay queued all three"
@@ -163,7 +150,7 @@ def test_a_webhook_switched_to_ordering_orders_the_deliveries_already_open(
     app: Flask, api: Api, department: dict[str, Any], settings: Settings
 ) -> None:
     hook = _hook(api, "later")
-    _book_move_cancel(api, department, 9)
+    book_move_cancel(api, department, 9)
     relay.relay_once(_sessions(app), settings)
     ids = [d.id for d in _deliveries(app, hook)]
     switched = api.patch(f"/webhooks/{hook}", {"ordering": "appointment"})
@@ -180,7 +167,7 @@ def test_a_retried_old_delivery_holds_back_the_newer_ones_still_waiting(
     app: Flask, api: Api, department: dict[str, Any], settings: Settings
 ) -> None:
     hook = _hook(api, "ordered", ordering="appointment")
-    _book_move_cancel(api, department, 9)
+    book_move_cancel(api, department, 9)
     relay.relay_once(_sessions(app), settings)
     ids = [d.id for d in _deliveries(app, hook)]
     [created] = _claim(app, ids)
@@ -196,7 +183,7 @@ def test_a_paused_ordered_webhook_puts_off_its_deliveries_as_any_other(
     app: Flask, api: Api, department: dict[str, Any], settings: Settings
 ) -> None:
     hook = _hook(api, "ordered", ordering="appointment")
-    _book_move_cancel(api, department, 9)
+    book_move_cancel(api, department, 9)
     relay.relay_once(_sessions(app), settings)
     until = datetime.now(UTC) + timedelta(minutes=1)
     with write_session(_sessions(app)) as db:
@@ -211,7 +198,7 @@ def test_an_erased_appointments_deliveries_hold_nothing_back(
     app: Flask, api: Api, department: dict[str, Any], settings: Settings
 ) -> None:
     hook = _hook(api, "ordered", ordering="appointment")
-    erased = _book_move_cancel(api, department, 9)
+    erased = book_move_cancel(api, department, 9)
     relay.relay_once(_sessions(app), settings)
     answer = api.post("/erasures", {"appointmentIds": [erased]})
     assert answer.status_code == 202, answer.json
@@ -232,7 +219,7 @@ def test_many_open_deliveries_of_one_appointment_are_found_through_the_index(
         pytest.skip("the plan is PostgreSQL's")
     hook = _hook(api, "ordered", ordering="appointment")
     unordered = _hook(api, "unordered")
-    appointment = _book_move_cancel(api, department, 9)
+    appointment = book_move_cancel(api, department, 9)
     relay.relay_once(_sessions(app), settings)
     with engine.begin() as conn:
         # 20,000 more open deliveries of this appointment, and as many of others
@@ -282,8 +269,8 @@ def test_candidates_leave_out_deliveries_waiting_for_their_turn(
     """A wake-up's candidates: only what the claim would take, so that an appointment held
     back by its first delivery does not fill a webhook's places while others are due."""
     ordered = _hook(api, "ordered", ordering="appointment")
-    first = _book_move_cancel(api, department, 9)
-    second = _book_move_cancel(api, department, 11)
+    first = book_move_cancel(api, department, 9)
+    second = book_move_cancel(api, department, 11)
     relay.relay_once(_sessions(app), settings)
     rows = _deliveries(app, ordered)
     creations = {d.id for d in rows if d.event_type == "appointment.created"}
