@@ -209,7 +209,7 @@ def wake_with(ctx: DeliveryContext, again: Callable[[], None]) -> int:
     asked = False
     candidates: list[str] = []
     selected_at = 0.0
-    progress = True
+    progress, complete = True, False
 
     def ask() -> None:
         try:
@@ -217,15 +217,20 @@ def wake_with(ctx: DeliveryContext, again: Callable[[], None]) -> int:
         except Exception:
             log.warning("could not ask for another wake-up; the sweeper will")
 
+    limit, per_webhook = batch * CANDIDATE_BATCHES, batch * PER_WEBHOOK
     while True:
         if not candidates or time.monotonic() - selected_at > CANDIDATES_FRESH:
-            if not progress:
+            if not progress or (not candidates and complete):
                 # A whole selection claimed nothing (other workers took it, or the claim
-                # refused it): what is left is not this wake-up's to spin on.
+                # refused it): what is left is not this wake-up's to spin on. Or it held
+                # all that was due: whatever became due since has woken a worker itself,
+                # the mark being cleared before the selection.
                 return claimed
-            candidates = _patiently(lambda: _select(ctx, batch), 0)
+            candidates = _patiently(lambda: _select(ctx, limit, per_webhook), 0)
             if not candidates:
                 return claimed
+            # fewer than one webhook's cap: no limit left anything due out
+            complete = len(candidates) < per_webhook
             selected_at = time.monotonic()
             progress = False
         ids, candidates = candidates[:batch], candidates[batch:]
@@ -241,9 +246,9 @@ def wake_with(ctx: DeliveryContext, again: Callable[[], None]) -> int:
             return claimed
 
 
-def _select(ctx: DeliveryContext, batch: int) -> list[str]:
+def _select(ctx: DeliveryContext, limit: int, per_webhook: int) -> list[str]:
     with write_session(ctx.sessions) as db:
-        ids = due_in_turn(db, clock.now(), batch * CANDIDATE_BATCHES, PER_WEBHOOK * batch)
+        ids = due_in_turn(db, clock.now(), limit, per_webhook)
         db.rollback()
     return ids
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any, Protocol
 from sqlalchemy import (
     Boolean,
     ColumnElement,
+    Integer,
     and_,
     bindparam,
     case,
@@ -166,7 +168,17 @@ def due_in_turn(
     organization each webhook's first before any webhook's second: B's one delivery is in
     the next batch even behind A's 20,000. The claim decides (pause, lease, attempts).
     """
-    if session.get_bind().dialect.name == "postgresql":
+    statement = _due_in_turn_statement(session.get_bind().dialect.name == "postgresql")
+    params = {"now": now, "limit": limit, "per_webhook": per_webhook or limit}
+    return list(session.connection().execute(statement, params).scalars())
+
+
+@functools.cache
+def _due_in_turn_statement(postgresql: bool) -> Any:
+    # Built once: building it took several times what PostgreSQL takes to run it.
+    now = bindparam("now", type_=UTCDateTime())
+    per_webhook = bindparam("per_webhook", type_=Integer())
+    if postgresql:
         # Each live webhook's first few, read from its index of open deliveries: the cost
         # follows the webhooks and the limits, not the whole backlog.
         first = (
@@ -180,7 +192,7 @@ def due_in_turn(
                 _in_turn(),
             )
             .order_by(Delivery.next_attempt_at)
-            .limit(per_webhook or limit)
+            .limit(per_webhook)
             .lateral()
         )
         in_webhook = func.row_number().over(
@@ -223,11 +235,14 @@ def due_in_turn(
     )
     ranked = (
         select(due.c.id, due.c.next_attempt_at, turn)
-        .where(due.c.in_webhook <= (per_webhook or limit))
+        .where(due.c.in_webhook <= per_webhook)
         .subquery()
     )
-    query = select(ranked.c.id).order_by(ranked.c.turn, ranked.c.next_attempt_at).limit(limit)
-    return list(session.scalars(query))
+    return (
+        select(ranked.c.id)
+        .order_by(ranked.c.turn, ranked.c.next_attempt_at)
+        .limit(bindparam("limit", type_=Integer()))
+    )
 
 
 def free_of_locks(session: Session, ids: Sequence[str]) -> list[str]:
@@ -238,13 +253,15 @@ def free_of_locks(session: Session, ids: Sequence[str]) -> list[str]:
     """
     if not ids or session.get_bind().dialect.name != "postgresql":
         return list(ids)
-    query = (
-        select(Delivery.id)
-        .where(Delivery.id.in_(list(ids)))
-        .order_by(Delivery.id)
-        .with_for_update(skip_locked=True)
-    )
-    return list(session.scalars(query))
+    return list(session.connection().execute(_FREE_OF_LOCKS, {"ids": list(ids)}).scalars())
+
+
+_FREE_OF_LOCKS = (
+    select(Delivery.id)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Delivery.id)
+    .with_for_update(skip_locked=True)
+)
 
 
 @dataclass(frozen=True)
