@@ -140,6 +140,29 @@ class Dispatcher:
         with self._lock:
             return sum(e.in_flight for e in self._endpoints.values())
 
+    def refusing(self) -> tuple[list[int], list[int]]:
+        """Webhooks and organizations whose deliveries this process would hand back unsent
+        for a while if given them now (paused, or stalled with every place taken): a
+        wake-up leaves those to other workers, or to later, instead of claiming them only
+        to write them back."""
+        with self._lock:
+            now = self._monotonic()
+            webhooks = [key for key in list(self._paused_until) if self._paused(key)]
+            for key, endpoint in self._endpoints.items():
+                rounds = HEALTHY_ROUNDS if endpoint.limit >= self._ceiling else 1
+                if (
+                    endpoint.in_flight >= endpoint.limit
+                    and len(endpoint.backlog) >= endpoint.limit * rounds
+                    and endpoint.stalled(self._ceiling, now)
+                ):
+                    webhooks.append(key)
+            organizations = [
+                key
+                for key, share in self._organizations.items()
+                if share.in_flight >= self._organization_limit and now > share.silent_from
+            ]
+        return webhooks, organizations
+
     def submit(self, items: list[Claimed]) -> None:
         """Start or line up each delivery; blocks only while the process is at capacity,
         or for a moment while the line of an endpoint that answers is full."""

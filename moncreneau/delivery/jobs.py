@@ -247,8 +247,9 @@ def wake_with(ctx: DeliveryContext, again: Callable[[], None]) -> int:
 
 
 def _select(ctx: DeliveryContext, limit: int, per_webhook: int) -> list[str]:
+    avoid = ctx.dispatcher.refusing()
     with write_session(ctx.sessions) as db:
-        ids = due_in_turn(db, clock.now(), limit, per_webhook)
+        ids = due_in_turn(db, clock.now(), limit, per_webhook, avoid=avoid)
         db.rollback()
     return ids
 

@@ -157,7 +157,12 @@ def due_for_queue(
 
 
 def due_in_turn(
-    session: Session, now: datetime, limit: int, per_webhook: int | None = None
+    session: Session,
+    now: datetime,
+    limit: int,
+    per_webhook: int | None = None,
+    *,
+    avoid: tuple[Sequence[int], Sequence[int]] = ((), ()),
 ) -> list[str]:
     """Up to `limit` deliveries a worker may claim now (`per_webhook` at most of any one
     webhook's), organizations taking turns.
@@ -167,9 +172,16 @@ def due_in_turn(
     organization's first comes before any organization's second, and within one
     organization each webhook's first before any webhook's second: B's one delivery is in
     the next batch even behind A's 20,000. The claim decides (pause, lease, attempts).
+    `avoid`: webhooks and organizations whose deliveries to leave out.
     """
     statement = _due_in_turn_statement(session.get_bind().dialect.name == "postgresql")
-    params = {"now": now, "limit": limit, "per_webhook": per_webhook or limit}
+    params = {
+        "now": now,
+        "limit": limit,
+        "per_webhook": per_webhook or limit,
+        "avoid_webhooks": list(avoid[0]),
+        "avoid_organizations": list(avoid[1]),
+    }
     return list(session.connection().execute(statement, params).scalars())
 
 
@@ -178,6 +190,13 @@ def _due_in_turn_statement(postgresql: bool) -> Any:
     # Built once: building it took several times what PostgreSQL takes to run it.
     now = bindparam("now", type_=UTCDateTime())
     per_webhook = bindparam("per_webhook", type_=Integer())
+    wanted = (
+        *_LIVE,
+        WebhookSubscription.id.not_in(bindparam("avoid_webhooks", expanding=True)),
+        WebhookSubscription.organization_id.not_in(
+            bindparam("avoid_organizations", expanding=True)
+        ),
+    )
     if postgresql:
         # Each live webhook's first few, read from its index of open deliveries: the cost
         # follows the webhooks and the limits, not the whole backlog.
@@ -207,7 +226,7 @@ def _due_in_turn_statement(postgresql: bool) -> Any:
             )
             .select_from(WebhookSubscription)
             .join(first, true())
-            .where(*_LIVE)
+            .where(*wanted)
             .subquery()
         )
     else:
@@ -223,7 +242,7 @@ def _due_in_turn_statement(postgresql: bool) -> Any:
                 in_webhook.label("in_webhook"),
             )
             .join(WebhookSubscription, WebhookSubscription.id == Delivery.subscription_id)
-            .where(_open_and_unheld(now), Delivery.next_attempt_at <= now, *_LIVE, _in_turn())
+            .where(_open_and_unheld(now), Delivery.next_attempt_at <= now, *wanted, _in_turn())
             .subquery()
         )
     turn = (

@@ -150,6 +150,8 @@ def test_an_endpoint_failing_many_times_in_a_row_is_paused_and_a_success_ends_it
     sent = len(receiver.received)
     assert sent == streak + 1 + PAUSE_AFTER_FAILURES
     assert shared == [1]
+    # a wake-up leaves its deliveries alone while the pause lasts
+    assert dispatcher.refusing() == ([1], [])
 
     later = [_claimed(n, url, lease) for n in range(sent, sent + 5)]
     dispatcher.submit(later)
@@ -332,3 +334,39 @@ def test_a_burst_beyond_an_organizations_share_waits_a_moment_for_its_first_answ
     receiver.wait_for(lambda got: len(got) == SLOTS)
     assert released == []
     assert dispatcher.drain(SETTLED)
+
+
+def test_what_it_would_hand_back_for_a_while_is_what_a_wake_up_leaves_out(
+    receiver: Receiver, tmp_path: Path, sqlite_template: Path, monotonic: Monotonic
+) -> None:
+    """A stalled endpoint with every place taken and a silent organization at its share: their
+    deliveries would only be written back, so no wake-up claims them (a paused webhook's:
+    the pause test above)."""
+    dispatcher, released = _fair_dispatcher(tmp_path, sqlite_template, monotonic)
+    url = receiver.on("hang", hang(TIMEOUT + 1))
+    held = CAP + CAP * HEALTHY_ROUNDS
+    # too short a lease for what waits behind the first round: given back, not sent
+    lease = TIMEOUT + 3
+    dispatcher.submit(
+        [_claimed(n, url, lease, subscription_id=7, organization_id=1) for n in range(held)]
+    )
+    # Full, but it may still answer in a moment: nothing is refused yet.
+    assert dispatcher.refusing() == ([], [])
+    # Organization 2's hanging webhooks fill its share (half the process).
+    dispatcher.submit(
+        [
+            _claimed(100 + n, url, 60, subscription_id=200 + n, organization_id=2)
+            for n in range(SHARE)
+        ]
+    )
+    receiver.wait_for(lambda got: len(got) == CAP + SHARE)
+    monotonic.advance(RELEASE_DELAY.total_seconds() + 0.2)
+    assert dispatcher.refusing() == ([7], [2])
+    assert released == []
+    # What it refuses, it would indeed hand back for a whole timeout.
+    dispatcher.submit([_claimed(held, url, 60, subscription_id=7, organization_id=1)])
+    dispatcher.submit([_claimed(300, url, 60, subscription_id=300, organization_id=2)])
+    assert [delay for _ids, delay in released] == [timedelta(seconds=TIMEOUT)] * 2
+    assert dispatcher.drain(TIMEOUT + 5)
+    # Answered (timed out) and done: nothing is refused any more.
+    assert dispatcher.refusing() == ([], [])

@@ -144,8 +144,8 @@ def test_a_wake_up_that_selected_all_that_was_due_does_not_look_again(
     _relay_all(app, settings)
     selections: list[int] = []
 
-    def counted(db: Any, now: datetime, limit: int, per_webhook: int | None = None) -> list[str]:
-        found = store.due_in_turn(db, now, limit, per_webhook)
+    def counted(db: Any, now: datetime, limit: int, per_webhook: int, **avoid: Any) -> list[str]:
+        found = store.due_in_turn(db, now, limit, per_webhook, **avoid)
         selections.append(len(found))
         return found
 
@@ -162,3 +162,39 @@ def test_a_wake_up_that_selected_all_that_was_due_does_not_look_again(
     selections.clear()
     assert jobs.wake_with(ctx, lambda: None) == 12
     assert selections == [10, 2]
+
+
+def test_candidates_leave_out_the_webhooks_and_organizations_a_worker_would_hand_back(
+    app: Flask, api: Api, receiver: Receiver, settings: Settings
+) -> None:
+    a1 = api.post("/webhooks", {"url": receiver.url("a1"), "events": ["*"]}).json
+    api.post("/webhooks", {"url": receiver.url("a2"), "events": ["*"]})
+    _book(api, 2, "A")
+    b_org = new_organization(app, "B")
+    b = Api(app.test_client(), b_org["apiKey"])
+    b_hook = b.post("/webhooks", {"url": receiver.url("b"), "events": ["*"]}).json
+    _book(b, 3, "B")
+    _relay_all(app, settings)
+    b_id = _organization_of_hook(app, b_hook)
+    with write_session(_sessions(app)) as db:
+        now = datetime.now(UTC)
+        found = [
+            store.due_in_turn(db, now, 100, avoid=avoid)
+            for avoid in (((), ()), ([a1["id"]], []), ([], [b_id]))
+        ]
+        db.rollback()
+    everything, no_a1, no_b = (_organization_of(app, ids) for ids in found)
+    assert len(everything) == 7
+    assert len(no_a1) == 5 and all(hook != a1["id"] for _org, hook in no_a1)
+    assert len(no_b) == 4 and all(org != b_id for org, _hook in no_b)
+
+
+def _organization_of_hook(app: Flask, webhook: dict[str, Any]) -> int:
+    with write_session(_sessions(app)) as db:
+        org = db.scalar(
+            select(WebhookSubscription.organization_id).where(
+                WebhookSubscription.id == webhook["id"]
+            )
+        )
+        db.rollback()
+    return int(org)
