@@ -139,15 +139,11 @@ def _address(db: Session, ctx: DeliveryContext, claimed: list[Claimed]) -> list[
         row.id: (row.url, secrets_of(row, ctx.open_secret, now), row.ordering == BY_APPOINTMENT)
         for row in db.connection().execute(_ADDRESSES, {"ids": ids})
     }
-    return [
-        replace(
-            c,
-            url=found[c.subscription_id][0],
-            secrets=found[c.subscription_id][1],
-            ordered=found[c.subscription_id][2],
-        )
-        for c in claimed
-    ]
+    addressed = []
+    for c in claimed:
+        url, secrets, ordered = found[c.subscription_id]
+        addressed.append(replace(c, url=url, secrets=secrets, ordered=ordered))
+    return addressed
 
 
 def deliver(delivery_ids: list[str]) -> int:
