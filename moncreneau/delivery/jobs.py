@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from moncreneau import clock
 from moncreneau.config import Settings
 from moncreneau.db import make_engine, make_session_factory, write_session
-from moncreneau.delivery.dispatcher import Dispatcher
+from moncreneau.delivery.dispatcher import RELEASE_DELAY, Dispatcher
 from moncreneau.delivery.endpoints import secrets_of
 from moncreneau.delivery.queueing import RedisQueue, make_queue
 from moncreneau.delivery.store import (
@@ -219,10 +219,13 @@ def wake_with(ctx: DeliveryContext, again: Callable[[], None]) -> int:
             if not progress or (not candidates and complete):
                 # A whole selection claimed nothing (other workers took it, or the claim
                 # refused it): what is left is not this wake-up's to spin on. Or it held
-                # all that was due: whatever became due since has woken a worker itself,
-                # the mark being cleared before the selection.
+                # all that was due: what the relay or an ordered delivery's turn made due
+                # since has queued a wake-up (the mark was cleared before the selection),
+                # and a retry's backoff or a hand-back ending is the sweeper's.
                 return claimed
-            candidates = _patiently(lambda: _select(ctx, limit, per_webhook), 0)
+            candidates, avoided = _patiently(lambda: _select(ctx, limit, per_webhook), 0)
+            if avoided:
+                _wake_later(ask)
             if not candidates:
                 return claimed
             # fewer than one webhook's cap: no limit left anything due out
@@ -242,12 +245,30 @@ def wake_with(ctx: DeliveryContext, again: Callable[[], None]) -> int:
             return claimed
 
 
-def _select(ctx: DeliveryContext, limit: int, per_webhook: int) -> list[str]:
+def _select(ctx: DeliveryContext, limit: int, per_webhook: int) -> tuple[list[str], bool]:
+    """Candidates, and whether some webhook or organization was left out."""
     avoid = ctx.dispatcher.refusing()
     with write_session(ctx.sessions) as db:
         ids = due_in_turn(db, clock.now(), limit, per_webhook, avoid=avoid)
         db.rollback()
-    return ids
+    return ids, bool(avoid[0] or avoid[1])
+
+
+_later: threading.Timer | None = None
+_later_lock = threading.Lock()
+
+
+def _wake_later(ask: Callable[[], None]) -> None:
+    """What a wake-up left out stays under its queue lease, which keeps the sweeper away for
+    up to 30 s: ask for another wake-up once the worker may take it (one pending per
+    process), so a webhook that answers again is sent to within a second or so."""
+    global _later
+    with _later_lock:
+        if _later is not None and _later.is_alive():
+            return
+        _later = threading.Timer(RELEASE_DELAY.total_seconds(), ask)
+        _later.daemon = True
+        _later.start()
 
 
 def _claim_and_send(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -150,6 +151,8 @@ def test_a_wake_up_that_selected_all_that_was_due_does_not_look_again(
         return found
 
     monkeypatch.setattr(jobs, "due_in_turn", counted)
+    # however slow the machine, no selection grows stale within the test
+    monkeypatch.setattr(jobs, "CANDIDATES_FRESH", 60.0)
     ctx = _context(app, settings.replace(job_batch=5))
     assert jobs.wake_with(ctx, lambda: None) == 3
     assert selections == [3]
@@ -198,3 +201,36 @@ def _organization_of_hook(app: Flask, webhook: dict[str, Any]) -> int:
         )
         db.rollback()
     return int(org)
+
+
+def test_a_wake_up_leaves_what_its_worker_refuses_and_asks_again_a_moment_later(
+    app: Flask,
+    api: Api,
+    receiver: Receiver,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    refused = api.post("/webhooks", {"url": receiver.url("refused"), "events": ["*"]}).json
+    api.post("/webhooks", {"url": receiver.url("ok"), "events": ["*"]})
+    _book(api, 3, "A")
+    _relay_all(app, settings)
+    ctx = _context(app, settings)
+    monkeypatch.setattr(ctx.dispatcher, "refusing", lambda: ([refused["id"]], []))
+    asked = threading.Event()
+    assert jobs.wake_with(ctx, asked.set) == 3
+    assert ctx.dispatcher.drain(20)
+    assert len(receiver.at("ok")) == 3
+    assert receiver.at("refused") == []
+    with write_session(_sessions(app)) as db:
+        untouched = db.scalars(
+            select(Delivery.attempts).where(Delivery.subscription_id == refused["id"])
+        ).all()
+        db.rollback()
+    assert untouched == [0, 0, 0]
+    # Under their queue lease the sweeper would leave them for 30 s: another wake-up is
+    # asked for once the worker may take them.
+    assert asked.wait(10)
+    monkeypatch.setattr(ctx.dispatcher, "refusing", lambda: ([], []))
+    assert jobs.wake_with(ctx, lambda: None) == 3
+    assert ctx.dispatcher.drain(20)
+    assert len(receiver.at("refused")) == 3
