@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, Callable[[Run], None]] = {
     "P7": delivery.p7,
     "M1": delivery.m1,
     "F1": fairness.f1,
+    "F2": fairness.f2,
     "E1": latency.e1,
     "P9": commits.p9,
 }

@@ -1,4 +1,5 @@
-"""F1: one organization's hanging webhooks against another organization's deliveries."""
+"""F1 and F2: one organization's hanging webhooks, or its burst of large fan-outs, against
+another organization's deliveries."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchmarks.harness import Spread, percentile, pipeline, receiver
+from benchmarks.harness import Spread, book_one, percentile, pipeline, receiver, wait_until
 from benchmarks.results import Row, Run
 from moncreneau.integrator.listen import api_call
 
@@ -88,5 +89,65 @@ def f1(run: Run) -> None:
             "apart, to one fast webhook. Figure: B's latency from reading the 201 to the "
             f"receiver's arrival stamp, and how many of B's arrived within {PATIENCE:.0f} s of "
             "its last booking; a fresh installation each round.",
+        )
+    )
+
+
+# F2: A's burst, as events of 100 webhooks each, appended at once
+EVENTS_A = 400
+
+
+def _relay_round() -> tuple[float, float]:
+    """Ms from B's 201 to its delivery's creation, and s for A's whole burst."""
+    with pipeline() as pipe:
+        for n in range(HOOKS_A):
+            pipe.subscribe(f"http://127.0.0.1:9/a{n}")
+        book_one(pipe)
+        key_b, department_b = pipe.add_organization("B")
+        api_call(
+            pipe.api, key_b, "POST", "/webhooks", {"url": "http://127.0.0.1:9/b", "events": ["*"]}
+        )
+        pipe.procs.moncreneau("relay")
+        wait_until(lambda: pipe.deliveries() >= HOOKS_A, 60, "the first event relayed")
+        pipe.append_events(EVENTS_A)
+        began = time.monotonic()
+        booked = _book(pipe.api, key_b, department_b, "B")
+        answered = time.monotonic()
+        wait_until(
+            lambda: (
+                pipe.sql(
+                    "SELECT count(*) FROM deliveries WHERE event_id IN "
+                    "(SELECT id FROM events WHERE appointment_id = :a)",
+                    a=booked["id"],
+                )
+                >= 1
+            ),
+            120,
+            "B's delivery",
+            0.005,
+        )
+        b_created = time.monotonic()
+        total = HOOKS_A * (1 + EVENTS_A) + 1
+        wait_until(lambda: pipe.deliveries() >= total, 300, "A's burst relayed", 0.05)
+        return (b_created - answered) * 1000, time.monotonic() - began
+
+
+def f2(run: Run) -> None:
+    rounds = [_relay_round() for _ in range(run.rounds)]
+    b = Spread.of([ms for ms, _ in rounds])
+    burst = Spread.of([s for _, s in rounds])
+    deliveries = HOOKS_A * EVENTS_A
+    run.add(
+        Row(
+            "F2",
+            f"organization B's delivery created while the relay works through A's {deliveries:,}",
+            f"{b.show(0, ' ms')} after B's 201; A's {deliveries:,} in {burst.show(1, ' s')}",
+            target="figure",
+            met=None,
+            measured=f"F2: API (gunicorn 1 worker) and relay on PostgreSQL, no worker. "
+            f"Organization A has {HOOKS_A} webhooks; {EVENTS_A} of its events are appended in "
+            "one transaction, and right after, organization B books one appointment to its one "
+            "webhook. Figure: from reading B's 201 to its delivery row being committed, and "
+            "the time to relay A's burst; a fresh installation each round.",
         )
     )

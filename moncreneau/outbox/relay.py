@@ -15,7 +15,8 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -37,7 +38,7 @@ from moncreneau.models import (
 )
 from moncreneau.ops import metrics
 from moncreneau.outbox import payloads, store
-from moncreneau.personal import Vault, reveal
+from moncreneau.personal import Revealed, Vault, reveal
 from moncreneau.secretbox import resolve_key
 
 log = logging.getLogger(__name__)
@@ -124,24 +125,47 @@ def relay_once(
         chunk = settings.job_batch
         last = events[-1]
         more = len(events) == settings.relay_batch
+        done: set[str] = set()
+        reopened: dict[str, Revealed] = {}
+        if enqueue is not None:
+            light = _light(events, subscribers, chunk)
+            if light:
+                # The events of organizations with little to fan out in this batch go first,
+                # committed and handed over before the others: another tenant's burst of
+                # large fan-outs does not hold them back by tens of thousands of
+                # deliveries. One organization's events keep their order (an appointment's
+                # are all its own); the position moves only once all are in.
+                light_rows = [
+                    delivery
+                    for event in light
+                    for delivery in _rows(event, subscribers[event.organization_id], now, budget)
+                ]
+                ids = deliveries.insert_ignoring_duplicates(db, light_rows)
+                db.commit()
+                created += len(ids)
+                enqueue(ids)
+                done = {event.id for event in light}
+                db.connection(execution_options=WRITE)
+                state = _locked_state(db)
+                if store.LogPosition.of(state) >= store.LogPosition.of(events[-1]):
+                    db.rollback()  # another relay finished these events meanwhile
+                    metrics.RELAYED_EVENTS.labels("deliveries").inc(created)
+                    return True, []
+                # The commit let their keys go: opened and held again, so that an erasure
+                # that came in between is seen, not undone by a body rendered before it.
+                rest = [r for r in records if r.id not in done]
+                reopened = {e.id: e for e in reveal(db, vault, rest, lock=True)}
         for event in events:
             if built >= MAX_DELIVERIES_PER_BATCH:
                 # A huge fan-out finishes in the next transaction, from this event on.
                 more = True
                 break
             last = event
-            bodies: dict[tuple[str, str], str] = {}
-            for subscription in subscribers[event.organization_id]:
-                if not wants(subscription, event.type):
-                    continue
-                if event.webhook_id is not None and event.webhook_id != subscription.id:
-                    continue
-                form = (subscription.version, subscription.payload)
-                if form not in bodies:
-                    bodies[form] = payloads.render(event, *form)
-                rows.append(
-                    deliveries.new_delivery_row(event, subscription, now, budget, bodies[form])
-                )
+            if event.id in done:
+                continue
+            opened = reopened.get(event.id, event)
+            for delivery in _rows(opened, subscribers[event.organization_id], now, budget):
+                rows.append(delivery)
                 built += 1
                 if enqueue is None or len(rows) < chunk:
                     continue
@@ -173,6 +197,35 @@ def relay_once(
         extra={"count": relayed},
     )
     return more, ids
+
+
+def _rows(
+    event: Revealed, subscribers: list[Subscriber], now: datetime, budget: int
+) -> Iterator[dict[str, Any]]:
+    """The deliveries of one event: one per subscriber that wants it, a body per form."""
+    bodies: dict[tuple[str, str], str] = {}
+    for subscription in subscribers:
+        if not wants(subscription, event.type):
+            continue
+        if event.webhook_id is not None and event.webhook_id != subscription.id:
+            continue
+        form = (subscription.version, subscription.payload)
+        if form not in bodies:
+            bodies[form] = payloads.render(event, *form)
+        yield deliveries.new_delivery_row(event, subscription, now, budget, bodies[form])
+
+
+def _light(
+    events: list[Revealed], subscribers: dict[int, list[Subscriber]], chunk: int
+) -> list[Revealed]:
+    """The events of organizations whose fan-out in this batch is at most `chunk`
+    deliveries, when others' is larger than that (else nothing: no one waits long)."""
+    fanout: dict[int, int] = defaultdict(int)
+    for event in events:
+        fanout[event.organization_id] += len(subscribers[event.organization_id])
+    if all(n <= chunk for n in fanout.values()) or all(n > chunk for n in fanout.values()):
+        return []
+    return [event for event in events if fanout[event.organization_id] <= chunk]
 
 
 def sweep(

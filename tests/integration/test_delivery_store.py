@@ -20,7 +20,7 @@ from moncreneau.delivery.recorder import MAX_PAUSE, PAUSE, Recorder
 from moncreneau.models import Delivery, IdempotencyRecord, WebhookSubscription
 from moncreneau.ops import housekeeping
 from moncreneau.outbox import relay
-from tests.conftest import Api
+from tests.conftest import Api, new_organization
 
 HOOK = {"url": "https://example.org/hook", "events": ["*"]}
 
@@ -259,6 +259,40 @@ def test_a_large_fan_out_is_handed_over_in_growing_committed_chunks_and_survives
     new = [i for ids in again for i in ids] + rest
     assert len(new) == 2
     assert set(new) == stored - {i for ids in handed for i in ids}
+
+
+def test_a_light_organizations_event_is_handed_over_before_anothers_large_fan_outs(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings, engine: Engine
+) -> None:
+    """A's 3 events to 8 webhooks were logged before B's one: B's delivery is committed and
+    handed over first, then A's in growing chunks, each pair once, in the log's order within
+    each organization."""
+    for _ in range(8):
+        api.post("/webhooks", HOOK)
+    _book(api, department, 3)  # 24 deliveries
+    b = Api(app.test_client(), new_organization(app, "B")["apiKey"])
+    b.post("/webhooks", HOOK)
+    b_department = b.post("/departments", {"name": "B", "timezone": "UTC", "capacity": 10}).json
+    _book(b, b_department, 1)
+    handed: list[list[str]] = []
+    more, rest = relay.relay_once(_sessions(app), settings.replace(job_batch=4), handed.append)
+    assert not more
+    handed.append(rest)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id, organization_id, event_position, seq FROM deliveries ORDER BY seq")
+        ).all()
+    organization = {r.id: r.organization_id for r in rows}
+    b_id = organization[handed[0][0]]
+    assert [organization[i] for i in handed[0]] == [b_id]
+    assert all(organization[i] != b_id for ids in handed[1:] for i in ids)
+    assert sorted(len(ids) for ids in handed[1:] if ids) == [4, 8, 12]
+    assert len(rows) == len({i for ids in handed for i in ids}) == 25
+    a_positions = [r.event_position for r in rows if r.organization_id != b_id]
+    assert a_positions == sorted(a_positions)
+    position, per_pair, _stored = _positions_and_pairs(engine)
+    assert set(per_pair) == {1}
+    assert position == max(r.event_position for r in rows)
 
 
 def test_housekeeping_forgets_idempotency_keys_past_their_retention(
