@@ -17,6 +17,7 @@ from moncreneau.db import write_session
 from moncreneau.delivery import store
 from moncreneau.delivery.endpoints import pause_sending
 from moncreneau.delivery.recorder import MAX_PAUSE, PAUSE, Recorder
+from moncreneau.erasures import service as erasures
 from moncreneau.models import Delivery, IdempotencyRecord, WebhookSubscription
 from moncreneau.ops import housekeeping
 from moncreneau.outbox import relay
@@ -293,6 +294,49 @@ def test_a_light_organizations_event_is_handed_over_before_anothers_large_fan_ou
     position, per_pair, _stored = _positions_and_pairs(engine)
     assert set(per_pair) == {1}
     assert position == max(r.event_position for r in rows)
+
+
+def test_an_erasure_between_the_light_events_and_the_others_is_seen_by_the_others(
+    app: Flask, api: Api, department: dict[str, Any], settings: Settings, engine: Engine
+) -> None:
+    """The commit of the light events lets the others' keys go: an erasure that comes in
+    then leaves no personal value in the deliveries the relay writes after it."""
+    for _ in range(8):
+        api.post("/webhooks", HOOK)
+    name = "Zephyrine Quillfeather"
+    made = {"departmentId": department["id"], "dateTime": "2026-04-01T09:00:00", "name": name}
+    erased = api.post("/appointments", made).json
+    b = Api(app.test_client(), new_organization(app, "B")["apiKey"])
+    b.post("/webhooks", HOOK)
+    b_department = b.post("/departments", {"name": "B", "timezone": "UTC", "capacity": 10}).json
+    _book(b, b_department, 1)
+    runtime = app.extensions["moncreneau"]
+    handed: list[list[str]] = []
+
+    def erase_on_first(ids: list[str]) -> None:
+        if not handed:
+            with write_session(runtime.sessions) as db:
+                org = db.scalar(
+                    text("SELECT organization_id FROM appointments WHERE id = :a"),
+                    {"a": erased["id"]},
+                )
+                assert erasures.erase_now(
+                    db, runtime.vault, org, [erased["id"]], datetime.now(UTC)
+                ) == [erased["id"]]
+                db.commit()
+        handed.append(ids)
+
+    relay.relay_once(runtime.sessions, settings.replace(job_batch=4), erase_on_first)
+    with engine.connect() as conn:
+        bodies = (
+            conn.execute(
+                text("SELECT body FROM deliveries WHERE appointment_id = :a"), {"a": erased["id"]}
+            )
+            .scalars()
+            .all()
+        )
+    assert len(bodies) == 8
+    assert not any(name in body for body in bodies)
 
 
 def test_housekeeping_forgets_idempotency_keys_past_their_retention(
