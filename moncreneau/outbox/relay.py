@@ -127,6 +127,32 @@ def relay_once(
         more = len(events) == settings.relay_batch
         done: set[str] = set()
         reopened: dict[str, Revealed] = {}
+
+        def hand_over(batch: list[dict[str, Any]], through: Revealed, unfinished: set[str]) -> bool:
+            """Commit `batch` without moving the position and hand it to `enqueue`; False
+            if another relay has relayed `through` meanwhile.
+
+            After a crash, or if another relay takes over from here, the same rows are
+            inserted again and ignored. The commit let the keys of the events still to
+            write go: they are opened and held again, so that an erasure that came in
+            between is seen, not undone by a body rendered before it.
+            """
+            nonlocal created, state, reopened
+            assert enqueue is not None
+            ids = deliveries.insert_ignoring_duplicates(db, batch)
+            db.commit()
+            created += len(ids)
+            enqueue(ids)
+            db.connection(execution_options=WRITE)
+            state = _locked_state(db)
+            if store.LogPosition.of(state) >= store.LogPosition.of(through):
+                db.rollback()  # another relay finished these events meanwhile
+                metrics.RELAYED_EVENTS.labels("deliveries").inc(created)
+                return False
+            left = [r for r in records if r.id in unfinished]
+            reopened = {e.id: e for e in reveal(db, vault, left, lock=True)}
+            return True
+
         if enqueue is not None:
             light = _light(events, subscribers, chunk)
             if light:
@@ -135,27 +161,15 @@ def relay_once(
                 # large fan-outs does not hold them back by tens of thousands of
                 # deliveries. One organization's events keep their order (an appointment's
                 # are all its own); the position moves only once all are in.
+                done = {event.id for event in light}
                 light_rows = [
                     delivery
                     for event in light
                     for delivery in _rows(event, subscribers[event.organization_id], now, budget)
                 ]
-                ids = deliveries.insert_ignoring_duplicates(db, light_rows)
-                db.commit()
-                created += len(ids)
-                enqueue(ids)
-                done = {event.id for event in light}
-                db.connection(execution_options=WRITE)
-                state = _locked_state(db)
-                if store.LogPosition.of(state) >= store.LogPosition.of(events[-1]):
-                    db.rollback()  # another relay finished these events meanwhile
-                    metrics.RELAYED_EVENTS.labels("deliveries").inc(created)
+                if not hand_over(light_rows, events[-1], {e.id for e in events} - done):
                     return True, []
-                # The commit let their keys go: opened and held again, so that an erasure
-                # that came in between is seen, not undone by a body rendered before it.
-                rest = [r for r in records if r.id not in done]
-                reopened = {e.id: e for e in reveal(db, vault, rest, lock=True)}
-        for event in events:
+        for index, event in enumerate(events):
             if built >= MAX_DELIVERIES_PER_BATCH:
                 # A huge fan-out finishes in the next transaction, from this event on.
                 more = True
@@ -163,25 +177,27 @@ def relay_once(
             last = event
             if event.id in done:
                 continue
-            opened = reopened.get(event.id, event)
-            for delivery in _rows(opened, subscribers[event.organization_id], now, budget):
-                rows.append(delivery)
-                built += 1
-                if enqueue is None or len(rows) < chunk:
-                    continue
-                # Committed without moving the position: after a crash, or if another
-                # relay takes over from here, the same rows are inserted again and ignored.
-                ids = deliveries.insert_ignoring_duplicates(db, rows)
-                db.commit()
-                created += len(ids)
-                enqueue(ids)
-                rows, chunk = [], 2 * chunk
-                db.connection(execution_options=WRITE)
-                state = _locked_state(db)
-                if store.LogPosition.of(state) >= store.LogPosition.of(event):
-                    db.rollback()  # another relay finished these events meanwhile
-                    metrics.RELAYED_EVENTS.labels("deliveries").inc(created)
-                    return True, []
+            # its webhooks whose delivery a hand-over committed already
+            written: set[int] = set()
+            handed = True
+            while handed:
+                handed = False
+                opened = reopened.get(event.id, event)
+                for delivery in _rows(opened, subscribers[event.organization_id], now, budget):
+                    if delivery["subscription_id"] in written:
+                        continue
+                    rows.append(delivery)
+                    built += 1
+                    if enqueue is None or len(rows) < chunk:
+                        continue
+                    written.update(r["subscription_id"] for r in rows if r["event_id"] == event.id)
+                    unfinished = {e.id for e in events[index:]} - done
+                    if not hand_over(rows, event, unfinished):
+                        return True, []
+                    rows, chunk = [], 2 * chunk
+                    # the rest of this event from its keys as they are now
+                    handed = True
+                    break
         ids = deliveries.insert_ignoring_duplicates(db, rows)
         created += len(ids)
         state.txid, state.position = last.txid, last.position

@@ -296,20 +296,28 @@ def test_a_light_organizations_event_is_handed_over_before_anothers_large_fan_ou
     assert position == max(r.event_position for r in rows)
 
 
-def test_an_erasure_between_the_light_events_and_the_others_is_seen_by_the_others(
-    app: Flask, api: Api, department: dict[str, Any], settings: Settings, engine: Engine
+@pytest.mark.parametrize("neighbour", [True, False], ids=["light-first", "chunks"])
+def test_an_erasure_between_two_hand_overs_is_seen_by_the_deliveries_written_after_it(
+    app: Flask,
+    api: Api,
+    department: dict[str, Any],
+    settings: Settings,
+    engine: Engine,
+    neighbour: bool,
 ) -> None:
-    """The commit of the light events lets the others' keys go: an erasure that comes in
-    then leaves no personal value in the deliveries the relay writes after it."""
+    """A hand-over's commit lets the keys of the events still to write go: an erasure that
+    comes in then leaves no personal value in the deliveries the relay writes after it
+    (after a light organization's events, or after a chunk of a large fan-out)."""
     for _ in range(8):
         api.post("/webhooks", HOOK)
     name = "Zephyrine Quillfeather"
     made = {"departmentId": department["id"], "dateTime": "2026-04-01T09:00:00", "name": name}
     erased = api.post("/appointments", made).json
-    b = Api(app.test_client(), new_organization(app, "B")["apiKey"])
-    b.post("/webhooks", HOOK)
-    b_department = b.post("/departments", {"name": "B", "timezone": "UTC", "capacity": 10}).json
-    _book(b, b_department, 1)
+    if neighbour:
+        b = Api(app.test_client(), new_organization(app, "B")["apiKey"])
+        b.post("/webhooks", HOOK)
+        b_department = b.post("/departments", {"name": "B", "timezone": "UTC", "capacity": 10}).json
+        _book(b, b_department, 1)
     runtime = app.extensions["moncreneau"]
     handed: list[list[str]] = []
 
@@ -326,7 +334,9 @@ def test_an_erasure_between_the_light_events_and_the_others_is_seen_by_the_other
                 db.commit()
         handed.append(ids)
 
-    relay.relay_once(runtime.sessions, settings.replace(job_batch=4), erase_on_first)
+    relay.relay_once(
+        runtime.sessions, settings.replace(job_batch=4 if neighbour else 2), erase_on_first
+    )
     with engine.connect() as conn:
         bodies = (
             conn.execute(
