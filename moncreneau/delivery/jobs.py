@@ -248,7 +248,8 @@ def wake_with(ctx: DeliveryContext, again: Callable[[], None]) -> int:
 def _select(ctx: DeliveryContext, limit: int, per_webhook: int) -> tuple[list[str], bool]:
     """Candidates, and whether some webhook or organization was left out."""
     avoid = ctx.dispatcher.refusing()
-    with write_session(ctx.sessions) as db:
+    # A read: on SQLite it takes no write lock, which bookings and the claims wait for.
+    with ctx.sessions() as db:
         ids = due_in_turn(db, clock.now(), limit, per_webhook, avoid=avoid)
         db.rollback()
     return ids, bool(avoid[0] or avoid[1])
