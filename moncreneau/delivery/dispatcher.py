@@ -73,6 +73,13 @@ class _Endpoint(_Share):
         """Timing out lately, or holding its slots without a single answer for a while."""
         return self.limit < ceiling or now > self.silent_from
 
+    def line_full(self, ceiling: int) -> bool:
+        """No room left to wait behind it. A struggling endpoint keeps one round waiting at
+        most, so a queued delivery never outlives its lease (two timeouts); a healthy one, a
+        few rounds (one that waits too long is still given back unsent)."""
+        rounds = HEALTHY_ROUNDS if self.limit >= ceiling else 1
+        return len(self.backlog) >= self.limit * rounds
+
     def learn(self, response: sender.Response, ceiling: int) -> None:
         # An endpoint that times out or refuses connections holds its slots for nothing:
         # halve its share, and win it back one success at a time.
@@ -149,10 +156,9 @@ class Dispatcher:
             now = self._monotonic()
             webhooks = [key for key in list(self._paused_until) if self._paused(key)]
             for key, endpoint in self._endpoints.items():
-                rounds = HEALTHY_ROUNDS if endpoint.limit >= self._ceiling else 1
                 if (
                     endpoint.in_flight >= endpoint.limit
-                    and len(endpoint.backlog) >= endpoint.limit * rounds
+                    and endpoint.line_full(self._ceiling)
                     and endpoint.stalled(self._ceiling, now)
                 ):
                     webhooks.append(key)
@@ -217,11 +223,7 @@ class Dispatcher:
                     return self._stalled_delay
                 full = share
             else:
-                # A struggling endpoint keeps one round waiting at most, so a queued
-                # delivery never outlives its lease (two timeouts); a healthy one, a few
-                # rounds (one that waits too long is still given back unsent).
-                rounds = HEALTHY_ROUNDS if endpoint.limit >= self._ceiling else 1
-                if len(endpoint.backlog) < endpoint.limit * rounds:
+                if not endpoint.line_full(self._ceiling):
                     endpoint.backlog.append(item)
                     return _QUEUED
                 if endpoint.stalled(self._ceiling, self._monotonic()):
