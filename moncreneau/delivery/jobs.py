@@ -236,6 +236,10 @@ def wake_with(ctx: DeliveryContext, again: Callable[[], None]) -> int:
         taken = _patiently(functools.partial(_claim_and_send, ctx, ids, skip_locked=True), len(ids))
         claimed += taken
         progress = progress or taken > 0
+        if taken < len(ids) / 2:
+            # Another worker is claiming from the same selection, from here on: leave it
+            # the nearer half of what is left and go on from the farther one.
+            candidates = candidates[len(candidates) // batch // 2 * batch :]
         if taken == batch and not asked:
             asked = True
             ask()

@@ -167,6 +167,53 @@ def test_a_wake_up_that_selected_all_that_was_due_does_not_look_again(
     assert selections == [10, 2]
 
 
+def test_a_wake_up_whose_batch_another_worker_took_leaves_it_that_half_of_the_selection(
+    app: Flask,
+    api: Api,
+    receiver: Receiver,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two workers that selected alike would otherwise race for every batch in turn."""
+    for n in range(4):
+        api.post("/webhooks", {"url": receiver.url(f"hook{n}"), "events": ["*"]})
+    _book(api, 10, "A")
+    _relay_all(app, settings)
+    selections: list[list[str]] = []
+    claims: list[list[str]] = []
+    real_claim = jobs._claim_and_send
+
+    def counted(db: Any, now: datetime, limit: int, per_webhook: int, **avoid: Any) -> list[str]:
+        found = store.due_in_turn(db, now, limit, per_webhook, **avoid)
+        selections.append(found)
+        return found
+
+    def rival_first(ctx: Any, ids: list[str], skip_locked: bool = False) -> int:
+        claims.append(list(ids))
+        if len(claims) == 1:
+            # another worker claims this batch just before this one does
+            with write_session(_sessions(app)) as db:
+                assert len(store.claim(db, ids, datetime.now(UTC), timedelta(minutes=5))) == 5
+                db.commit()
+        return real_claim(ctx, ids, skip_locked=skip_locked)
+
+    monkeypatch.setattr(jobs, "due_in_turn", counted)
+    monkeypatch.setattr(jobs, "_claim_and_send", rival_first)
+    monkeypatch.setattr(jobs, "CANDIDATES_FRESH", 60.0)
+    ctx = _context(app, settings.replace(job_batch=5))
+    # 40 candidates in 8 batches: the first went to the rival, which claims on from there;
+    # this wake-up goes on from the farther half of the 7 left (3 batches skipped), then
+    # selects again and finds what the rival did not take meanwhile.
+    assert jobs.wake_with(ctx, lambda: None) == 35
+    first = selections[0]
+    assert len(first) == 40
+    assert claims[1] == first[20:25]
+    assert [i for c in claims[1:5] for i in c] == first[20:40]
+    assert sorted(i for c in claims[5:] for i in c) == sorted(first[5:20])
+    assert ctx.dispatcher.drain(20)
+    assert sum(len(receiver.at(f"hook{n}")) for n in range(4)) == 35
+
+
 def test_candidates_leave_out_the_webhooks_and_organizations_a_worker_would_hand_back(
     app: Flask, api: Api, receiver: Receiver, settings: Settings
 ) -> None:
