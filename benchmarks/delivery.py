@@ -211,6 +211,9 @@ def p7(run: Run) -> None:
         relaying(pipe)
         times: list[float] = []
         costs: list[float] = []
+        # the same time split: until the first arrival, then the span to the last
+        firsts: list[float] = []
+        spans: list[float] = []
         for _ in range(run.rounds):
             _enable(pipe, [single])
             costs.append(fanout / drain(pipe, rec, "fast", fanout).rate)
@@ -221,14 +224,20 @@ def p7(run: Run) -> None:
             committed = time.time()
             pipe.append_events(1)
             rec.wait_for("trace", fanout, 120)
-            times.append(max(a[0] for a in rec.arrivals()) - committed)
+            stamps = [a[0] for a in rec.arrivals()]
+            times.append(max(stamps) - committed)
+            firsts.append(min(stamps) - committed)
+            spans.append(max(stamps) - min(stamps))
             pipe.procs.stop(worker)
     ratio = Spread.of([t / c for t, c in zip(times, costs, strict=True)])
+    span_ratio = Spread.of([s / c for s, c in zip(spans, costs, strict=True)])
     run.add(
         Row(
             "P7",
             "fan-out: one event to 1,000 subscriptions, until all received",
-            Spread.of(times).show(2, " s"),
+            f"{Spread.of(times).show(2, ' s')}: first arrival after "
+            f"{Spread.of([f * 1000 for f in firsts]).show(0, ' ms')}, then 1,000 in "
+            f"{span_ratio.show(2)} x the baseline",
             Spread.of(costs).show(2, " s") + " (1,000 x P2 cost)",
             ratio,
             "≤ 1.2",
@@ -236,7 +245,9 @@ def p7(run: Run) -> None:
             "P7: one worker and the relay running; time from the event's commit to the "
             "1,000th arrival (distinct URLs on one receiver host). Baseline, measured in the "
             "same round: 1,000 deliveries to one endpoint drained as in P2, that is 1,000 x "
-            "one delivery's cost.",
+            "one delivery's cost. The figure splits into the time from the commit to the first "
+            "arrival (the relay writing the first chunk, a wake-up job starting, its claim) and "
+            "the span from the first arrival to the last, shown over the baseline.",
         )
     )
 
