@@ -228,8 +228,10 @@ def wake_with(ctx: DeliveryContext, again: Callable[[], None]) -> int:
                 _wake_later(ask)
             if not candidates:
                 return claimed
-            # fewer than one webhook's cap: no limit left anything due out
-            complete = len(candidates) < per_webhook
+            # Less than a batch: no limit left anything due out, and no fan-out is being
+            # written (the relay commits one in chunks of a batch and more, each waking a
+            # worker only once this wake-up is done).
+            complete = len(candidates) < batch
             selected_at = time.monotonic()
             progress = False
         ids, candidates = candidates[:batch], candidates[batch:]

@@ -167,6 +167,45 @@ def test_a_wake_up_that_selected_all_that_was_due_does_not_look_again(
     assert selections == [10, 2]
 
 
+def test_a_wake_up_that_selected_a_batch_or_more_looks_again_for_what_came_meanwhile(
+    app: Flask,
+    api: Api,
+    receiver: Receiver,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A relay writes a large fan-out in chunks: the next one is taken in the same wake-up,
+    not after a job's round trip through the queue."""
+    api.post("/webhooks", {"url": receiver.url("chunks"), "events": ["*"]})
+    _book(api, 6, "A")
+    _relay_all(app, settings)
+    selections: list[int] = []
+    claims: list[int] = []
+    real_claim = jobs._claim_and_send
+
+    def counted(db: Any, now: datetime, limit: int, per_webhook: int, **avoid: Any) -> list[str]:
+        found = store.due_in_turn(db, now, limit, per_webhook, **avoid)
+        selections.append(len(found))
+        return found
+
+    def next_chunk_meanwhile(ctx: Any, ids: list[str], skip_locked: bool = False) -> int:
+        claims.append(len(ids))
+        if len(claims) == 1:
+            _book(api, 4, "B")
+            _relay_all(app, settings)
+        return real_claim(ctx, ids, skip_locked=skip_locked)
+
+    monkeypatch.setattr(jobs, "due_in_turn", counted)
+    monkeypatch.setattr(jobs, "_claim_and_send", next_chunk_meanwhile)
+    monkeypatch.setattr(jobs, "CANDIDATES_FRESH", 60.0)
+    ctx = _context(app, settings.replace(job_batch=5))
+    assert jobs.wake_with(ctx, lambda: None) == 10
+    # 6 (a batch and more) then the 4 written meanwhile; under a batch, it stops there
+    assert selections == [6, 4]
+    assert ctx.dispatcher.drain(20)
+    assert len(receiver.at("chunks")) == 10
+
+
 def test_a_wake_up_whose_batch_another_worker_took_leaves_it_that_half_of_the_selection(
     app: Flask,
     api: Api,
