@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -97,6 +97,23 @@ def _record_selections(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return selections
 
 
+def _before_first_claim(
+    monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[list[str]], None]
+) -> list[list[str]]:
+    """The ids of each claim a wake-up makes; `meanwhile` runs just before the first."""
+    claims: list[list[str]] = []
+    real_claim = jobs._claim_and_send
+
+    def claim_after(ctx: Any, ids: list[str], skip_locked: bool = False) -> int:
+        claims.append(list(ids))
+        if len(claims) == 1:
+            meanwhile(ids)
+        return real_claim(ctx, ids, skip_locked=skip_locked)
+
+    monkeypatch.setattr(jobs, "_claim_and_send", claim_after)
+    return claims
+
+
 def _context(app: Flask, settings: Settings) -> jobs.DeliveryContext:
     sessions = _sessions(app)
     return jobs.DeliveryContext(
@@ -186,17 +203,12 @@ def test_a_wake_up_that_selected_a_batch_or_more_looks_again_for_what_came_meanw
     _book(api, 6, "A")
     _relay_all(app, settings)
     selections = _record_selections(monkeypatch)
-    claims: list[int] = []
-    real_claim = jobs._claim_and_send
 
-    def next_chunk_meanwhile(ctx: Any, ids: list[str], skip_locked: bool = False) -> int:
-        claims.append(len(ids))
-        if len(claims) == 1:
-            _book(api, 4, "B")
-            _relay_all(app, settings)
-        return real_claim(ctx, ids, skip_locked=skip_locked)
+    def next_chunk(_ids: list[str]) -> None:
+        _book(api, 4, "B")
+        _relay_all(app, settings)
 
-    monkeypatch.setattr(jobs, "_claim_and_send", next_chunk_meanwhile)
+    _before_first_claim(monkeypatch, next_chunk)
     ctx = _context(app, settings.replace(job_batch=5))
     assert jobs.wake_with(ctx, lambda: None) == 10
     # 6 (a batch and more) then the 4 written meanwhile; under a batch, it stops there
@@ -218,19 +230,14 @@ def test_a_wake_up_whose_batch_another_worker_took_leaves_it_that_half_of_the_se
     _book(api, 10, "A")
     _relay_all(app, settings)
     selections = _record_selections(monkeypatch)
-    claims: list[list[str]] = []
-    real_claim = jobs._claim_and_send
 
-    def rival_first(ctx: Any, ids: list[str], skip_locked: bool = False) -> int:
-        claims.append(list(ids))
-        if len(claims) == 1:
-            # another worker claims this batch just before this one does
-            with write_session(_sessions(app)) as db:
-                assert len(store.claim(db, ids, datetime.now(UTC), timedelta(minutes=5))) == 5
-                db.commit()
-        return real_claim(ctx, ids, skip_locked=skip_locked)
+    def rival_claims(ids: list[str]) -> None:
+        with write_session(_sessions(app)) as db:
+            assert len(store.claim(db, ids, datetime.now(UTC), timedelta(minutes=5))) == 5
+            db.commit()
 
-    monkeypatch.setattr(jobs, "_claim_and_send", rival_first)
+    # another worker claims the first batch just before this one does
+    claims = _before_first_claim(monkeypatch, rival_claims)
     ctx = _context(app, settings.replace(job_batch=5))
     # 40 candidates in 8 batches: the first went to the rival, which claims on from there;
     # this wake-up goes on from the farther half of the 7 left (3 batches skipped), then
